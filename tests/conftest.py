@@ -1,0 +1,74 @@
+"""Shared test fixtures: locations of the shared reference material, input media, tiny models.
+
+The shared folder (`../shared` beside the checkout, or `$VEXPRESS_SHARED`) holds the parity fixtures and the
+key manifests of the released checkpoints. Nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import media
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_dir() -> Path:
+    configured = os.environ.get("VEXPRESS_SHARED")
+    return Path(configured) if configured else REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    path = _shared_dir()
+    if not (path / "vexpress" / "SPEC.md").is_file():
+        pytest.fail(
+            f"shared reference folder not found at {path}: place it beside the checkout or set VEXPRESS_SHARED"
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def parity_dir(shared_dir: Path) -> Path:
+    """The parity fixtures: tiny model, inputs and the original implementation's outputs."""
+    return shared_dir / "vexpress" / "parity"
+
+
+@pytest.fixture(scope="session")
+def parity_model_dir(parity_dir: Path) -> Path:
+    """The shared tiny model folder in the released layout (`model_ckpts/`)."""
+    return parity_dir / "tiny_model" / "model_ckpts"
+
+
+@pytest.fixture(scope="session")
+def manifests_dir(shared_dir: Path) -> Path:
+    return shared_dir / "vexpress" / "manifests"
+
+
+@pytest.fixture(scope="session")
+def real_configs_dir(shared_dir: Path) -> Path:
+    return shared_dir / "vexpress" / "real_configs" / "model_ckpts"
+
+
+@pytest.fixture(scope="session")
+def portrait_rgb() -> np.ndarray:
+    """A real photographic portrait: the public-domain astronaut photo, 512x512 RGB uint8."""
+    return media.portrait_rgb()
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the portrait (PNG and JPEG), speech-like audio in several formats and a kps file."""
+    return media.write_media_folder(tmp_path_factory.mktemp("media"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete random-weight tiny model folder in the released layout (`model_ckpts/`), seed 0."""
+    from vexpress_model.models.random_model import write_random_model_folder
+
+    return write_random_model_folder(tmp_path_factory.mktemp("tiny_model") / "model_ckpts", size="tiny", seed=0)

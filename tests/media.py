@@ -1,0 +1,144 @@
+"""Input media for tests: a real portrait, speech-like audio in several containers and rates, kps files.
+
+Everything is generated on the fly (deterministically) or comes from scikit-image, so nothing is downloaded
+and no media binaries live in the repository.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+AUDIO_RATES = (16000, 22050, 44100, 48000)
+AUDIO_FORMATS = ("wav", "mp3")
+
+# Reference kps of the 512x512 astronaut portrait (eye on the image left, eye on the image right, nose tip),
+# placed by hand; used wherever a test needs plausible keypoints for that image.
+PORTRAIT_KPS_512 = np.array([[226.0, 148.0], [281.0, 151.0], [253.0, 185.0]], dtype=np.float32)
+
+
+def portrait_rgb() -> np.ndarray:
+    """The public-domain astronaut photograph shipped with scikit-image: 512x512x3 uint8 RGB."""
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut())
+
+
+def speech_like(duration_s: float, sample_rate: int, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """A speech-like test signal, float32 [channels, samples] in [-1, 1].
+
+    Voiced segments (a glottal-pulse-like harmonic source with drifting pitch, shaped by two moving formants)
+    alternate with short noise bursts (fricatives) and pauses, so it has the envelope and spectrum changes
+    that wav2vec2 features react to. Extra channels get a slightly delayed, attenuated copy.
+    """
+    rng = np.random.default_rng(seed)
+    n = max(int(round(duration_s * sample_rate)), 0)
+    t = np.arange(n) / sample_rate
+    pitch = 120.0 + 25.0 * np.sin(2 * np.pi * 0.7 * t) + 10.0 * np.sin(2 * np.pi * 2.3 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
+    source = np.zeros(n)
+    for harmonic in range(1, 25):
+        freq = harmonic * pitch
+        formant_1 = 700.0 + 300.0 * np.sin(2 * np.pi * 1.1 * t)
+        formant_2 = 1800.0 + 500.0 * np.sin(2 * np.pi * 0.8 * t + 1.0)
+        gain = np.exp(-(((freq - formant_1) / 250.0) ** 2)) + 0.6 * np.exp(-(((freq - formant_2) / 350.0) ** 2))
+        gain += 0.05 / harmonic
+        source += gain * np.sin(harmonic * phase) * (freq < sample_rate / 2)
+    # Syllable envelope: ~4 syllables per second with pauses between words.
+    syllables = 0.5 * (1 - np.cos(2 * np.pi * 4.0 * t))
+    words = (np.sin(2 * np.pi * 0.9 * t + 0.3) > -0.6).astype(float)
+    voiced = source * syllables * words
+    fricative = rng.standard_normal(n) * ((np.sin(2 * np.pi * 1.7 * t + 2.0) > 0.85).astype(float))
+    signal = voiced / (np.abs(voiced).max() + 1e-9) * 0.6 + 0.15 * fricative
+    signal = np.clip(signal, -0.95, 0.95).astype(np.float32)
+    out = [signal]
+    for c in range(1, channels):
+        delay = 7 * c
+        out.append((0.8 * np.concatenate([np.zeros(delay, np.float32), signal[: n - delay]]))[:n])
+    return np.stack(out).astype(np.float32)
+
+
+def write_audio(path: Path, waveform: np.ndarray, sample_rate: int) -> Path:
+    """Write float32 [channels, samples] audio; the container and codec follow the file extension.
+
+    WAV is written as PCM16 with the standard library (so a zero-length file is still a valid WAV);
+    compressed formats are encoded with PyAV.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    channels = waveform.shape[0]
+    if suffix == ".wav":
+        import wave
+
+        samples = (np.clip(waveform, -1, 1) * 32767).round().astype("<i2").T
+        with wave.open(str(path), "wb") as handle:
+            handle.setnchannels(channels)
+            handle.setsampwidth(2)
+            handle.setframerate(sample_rate)
+            handle.writeframes(np.ascontiguousarray(samples).tobytes())
+        return path
+
+    import av
+
+    codec = {".mp3": "libmp3lame", ".flac": "flac", ".m4a": "aac", ".ogg": "libopus"}[suffix]
+    layout = "mono" if channels == 1 else "stereo"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=sample_rate)
+        stream.layout = layout
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(waveform.astype(np.float32)), format="fltp", layout=layout
+        )
+        frame.sample_rate = sample_rate
+        frame.pts = 0
+        frame.time_base = Fraction(1, sample_rate)
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def write_kps_original(path: Path, points: np.ndarray) -> Path:
+    """Write a kps track in the original on-disk format: `torch.save` of a list of float32 (3, 2) arrays."""
+    import torch
+
+    torch.save([np.asarray(p, dtype=np.float32) for p in points], str(path))
+    return path
+
+
+def driving_track(num_frames: int, reference: np.ndarray = PORTRAIT_KPS_512, seed: int = 0) -> np.ndarray:
+    """A smooth synthetic head-motion track around `reference`: float32 [num_frames, 3, 2]."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(num_frames, dtype=np.float64)[:, None, None]
+    shift = np.stack([4.0 * np.sin(t[..., 0] / 9.0), 2.5 * np.sin(t[..., 0] / 13.0 + 1.0)], axis=-1)
+    track = reference[None].astype(np.float64) + shift + rng.normal(0, 0.05, (num_frames, 3, 2))
+    return track.astype(np.float32)
+
+
+def write_media_folder(folder: Path) -> Path:
+    """Write every standard test input into `folder` and return it.
+
+    portrait.png / portrait.jpg (512x512), speech_<rate>_<mono|stereo>.<wav|mp3> (2.0 s),
+    speech_short.wav (0.3 s, 16 kHz), silence.wav, empty.wav (no samples), corrupt.mp3 (garbage bytes),
+    driving_kps.pth (original format, 60 frames for the portrait).
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(portrait_rgb())
+    image.save(folder / "portrait.png")
+    image.save(folder / "portrait.jpg", quality=95)
+    for rate in AUDIO_RATES:
+        for channels, layout in ((1, "mono"), (2, "stereo")):
+            wave = speech_like(2.0, rate, channels, seed=rate)
+            for fmt in AUDIO_FORMATS:
+                write_audio(folder / f"speech_{rate}_{layout}.{fmt}", wave, rate)
+    write_audio(folder / "speech_short.wav", speech_like(0.3, 16000), 16000)
+    write_audio(folder / "silence.wav", np.zeros((1, 16000), np.float32), 16000)
+    write_audio(folder / "empty.wav", np.zeros((1, 0), np.float32), 16000)
+    (folder / "corrupt.mp3").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    write_kps_original(folder / "driving_kps.pth", driving_track(60))
+    return folder

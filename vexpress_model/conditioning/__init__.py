@@ -1,0 +1,1 @@
+"""conditioning layer of the V-Express library (see docs/ARCHITECTURE.md)."""

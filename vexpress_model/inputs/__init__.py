@@ -1,0 +1,1 @@
+"""inputs layer of the V-Express library (see docs/ARCHITECTURE.md)."""

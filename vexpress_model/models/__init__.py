@@ -1,0 +1,1 @@
+"""models layer of the V-Express library (see docs/ARCHITECTURE.md)."""

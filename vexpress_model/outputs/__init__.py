@@ -1,0 +1,1 @@
+"""outputs layer of the V-Express library (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""pipeline layer of the V-Express library (see docs/ARCHITECTURE.md)."""
