@@ -72,3 +72,16 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from vexpress_model.models.random_model import write_random_model_folder
 
     return write_random_model_folder(tmp_path_factory.mktemp("tiny_model") / "model_ckpts", size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_with_detector(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny model folder plus the stand-in insightface detector in `insightface_models/`."""
+    import shutil
+
+    from tests.fake_detector import write_fake_buffalo_l
+
+    folder = tmp_path_factory.mktemp("tiny_model_detector") / "model_ckpts"
+    shutil.copytree(tiny_model_dir, folder)
+    write_fake_buffalo_l(folder / "insightface_models")
+    return folder

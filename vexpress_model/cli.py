@@ -1,0 +1,114 @@
+"""``python -m vexpress_model``: the command line of the original ``inference.py``, plus our additions.
+
+Every flag of the original is accepted (SPEC §4.1) with the user manual's defaults. Additions: ``--model_dir``
+(a folder in the released layout; the individual path flags still override), ``--reference_kps_path``,
+``--compat {fixed,original}``, ``--dump_dir``, ``--crf``, ``--median_filter``, ``--no_download`` and a few
+speed knobs. Bad input ends with one line on stderr and exit code 2, and leaves no output file behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from vexpress_model.errors import VExpressError
+
+logger = logging.getLogger("vexpress.cli")
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+RETARGET_STRATEGIES = ("fix_face", "no_retarget", "offset_retarget", "naive_retarget")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m vexpress_model",
+        description="Generate a lip-synced talking-head video (H.264 + AAC) from a portrait and a speech recording.",
+    )
+    models = parser.add_argument_group("model files (default: the released layout under --model_dir)")
+    models.add_argument("--model_dir", default="./model_ckpts",
+                        help="folder in the released tk93/V-Express layout (default: ./model_ckpts)")
+    models.add_argument("--unet_config_path", help="SD-1.5 UNet config.json")
+    models.add_argument("--vae_path", help="sd-vae-ft-mse folder")
+    models.add_argument("--audio_encoder_path", help="wav2vec2-base-960h folder")
+    models.add_argument("--insightface_model_path", help="insightface root (holds models/buffalo_l/det_10g.onnx)")
+    models.add_argument("--denoising_unet_path")
+    models.add_argument("--reference_net_path")
+    models.add_argument("--v_kps_guider_path")
+    models.add_argument("--audio_projection_path")
+    models.add_argument("--motion_module_path")
+    models.add_argument("--no_download", action="store_true",
+                        help="never download missing weights; report what goes where instead")
+
+    inputs = parser.add_argument_group("inputs and output")
+    inputs.add_argument("--reference_image_path", required=True, help="portrait image (a face-centred square crop works best)")
+    inputs.add_argument("--audio_path", required=True, help="speech audio: mp3, wav, flac, m4a/aac or ogg, any sample rate")
+    inputs.add_argument("--kps_path", default="",
+                        help="driving keypoint track (.pth original format, or .npz/.json); not needed for fix_face")
+    inputs.add_argument("--reference_kps_path", default="",
+                        help="reference keypoints from a file (.json [[x,y]x3], .pth or .npz) instead of face detection")
+    inputs.add_argument("--output_path", default="./output/vexpress.mp4", help="the .mp4 to write")
+    inputs.add_argument("--dump_dir", default="", help="write intermediate arrays (.npy, parity names) here")
+
+    generation = parser.add_argument_group("generation")
+    generation.add_argument("--retarget_strategy", default="no_retarget", choices=RETARGET_STRATEGIES)
+    generation.add_argument("--image_width", type=int, default=512)
+    generation.add_argument("--image_height", type=int, default=512)
+    generation.add_argument("--fps", type=float, default=30.0)
+    generation.add_argument("--seed", type=int, default=42)
+    generation.add_argument("--num_inference_steps", type=int, default=25)
+    generation.add_argument("--guidance_scale", type=float, default=3.5)
+    generation.add_argument("--context_frames", type=int, default=24, help="frames per context window (at most 32)")
+    generation.add_argument("--context_overlap", type=int, default=4)
+    generation.add_argument("--reference_attention_weight", type=float, default=1.0)
+    generation.add_argument("--audio_attention_weight", type=float, default=1.0)
+    generation.add_argument("--num_pad_audio_frames", type=int, default=2,
+                            help="audio context frames on each side; the released weights need 2")
+    generation.add_argument("--standard_audio_sampling_rate", type=int, default=16000)
+    generation.add_argument("--audio_embeddings_type", default="global", choices=("global",))
+    generation.add_argument("--test_stage", default="stage_3", choices=("stage_1", "stage_2", "stage_3"),
+                            help="stage_1 disables motion modules and audio attention (as in the original)")
+    generation.add_argument("--compat", default="fixed", choices=("fixed", "original"),
+                            help="fixed (default): the original's timing/retarget bugs fixed; "
+                                 "original: reproduce the original implementation exactly")
+    generation.add_argument("--median_filter", default="auto", choices=("auto", "on", "off"),
+                            help="the original's 3x3x3 median post-filter (auto: on with --compat original)")
+    generation.add_argument("--crf", type=int, default=17, help="H.264 quality (lower is better; 17 is near lossless)")
+
+    runtime = parser.add_argument_group("runtime")
+    runtime.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto: cuda when available)")
+    runtime.add_argument("--gpu_id", type=int, default=0)
+    runtime.add_argument("--dtype", default="auto", choices=("auto", "fp16", "bf16", "fp32"),
+                         help="auto: fp16 on CUDA, fp32 on CPU")
+    runtime.add_argument("--save_gpu_memory", action="store_true",
+                         help="keep only the running stage's networks on the GPU (really frees memory)")
+    runtime.add_argument("--window_batch_size", type=int, default=0,
+                         help="context windows per UNet call (0: as many as the memory budget allows)")
+    runtime.add_argument("--compile", action="store_true", help="torch.compile the denoising UNet")
+    runtime.add_argument("--do_multi_devices_inference", action="store_true",
+                         help="accepted for compatibility; the original does not split work either, so one device is used")
+    runtime.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    from vexpress_model.generate import request_from_cli_args, run_generation
+
+    try:
+        request = request_from_cli_args(args)
+        output = run_generation(request)
+    except VExpressError as error:
+        # One line, so that scripts and logs keep the whole message together.
+        print("error: " + " ".join(part.strip() for part in str(error).splitlines() if part.strip()), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: no video was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(output)
+    return 0
