@@ -233,7 +233,9 @@ def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> 
     image = load_detection_image(request.reference_image, request.width, request.height, request.compat)
     detector = FaceDetector(paths.insightface_root, device=device.type, gpu_id=device.index or 0)
     try:
-        return detect_reference_kps(image, detector, name=f"reference image {request.reference_image}")
+        # The original takes insightface's first face (highest score); we take the largest by default.
+        select = "score" if request.compat == "original" else "largest"
+        return detect_reference_kps(image, detector, select, name=f"reference image {request.reference_image}")
     finally:
         detector.close()  # the detector's ONNX session holds device memory the UNet can use
 

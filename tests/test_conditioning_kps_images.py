@@ -1,0 +1,66 @@
+"""V-Kps drawing is pixel-identical to the original (parity fixtures), and the S2 kps sequence is reproduced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vexpress_model.conditioning.kps_images import draw_kps_image, draw_kps_images
+from vexpress_model.conditioning.kps_sequence import resample_kps_track
+from vexpress_model.conditioning.retarget import retarget_kps
+from vexpress_model.inputs.kps import load_kps, load_reference_kps
+
+CASES = ("S1_fix_face", "S2_no_retarget")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_kps_images_match_the_original_exactly(parity_dir: Path, case: str) -> None:
+    outputs = parity_dir / "outputs" / case
+    kps = np.load(outputs / "kps_sequence.npy")
+    expected = np.load(outputs / "kps_images.npy")
+    images = draw_kps_images(64, 64, kps)
+    assert images.dtype == np.uint8 and images.shape == expected.shape
+    np.testing.assert_array_equal(images, expected)
+
+
+def test_s2_kps_sequence_from_the_driving_file(parity_dir: Path) -> None:
+    """40 driving frames, the original's index rule for 32 frames, no_retarget: the recorded sequence."""
+    track = load_kps(parity_dir / "inputs" / "astronaut_kps_64_40f.pth")
+    reference = load_reference_kps(parity_dir / "inputs" / "astronaut_ref_kps_64.json")
+    driving = resample_kps_track(track, 32, compat="original")
+    sequence = retarget_kps(reference, driving, "no_retarget", compat="original")
+    expected = np.load(parity_dir / "outputs" / "S2_no_retarget" / "kps_sequence.npy")
+    assert sequence.shape == expected.shape and sequence.dtype == np.float32
+    assert np.abs(sequence - expected).max() <= 1e-4
+
+
+def test_s1_kps_sequence_is_the_reference_repeated(parity_dir: Path) -> None:
+    reference = load_reference_kps(parity_dir / "inputs" / "astronaut_ref_kps_64.json")
+    sequence = retarget_kps(reference, None, "fix_face", compat="original", num_frames=24)
+    expected = np.load(parity_dir / "outputs" / "S1_fix_face" / "kps_sequence.npy")
+    assert np.abs(sequence - expected).max() <= 1e-4
+
+
+def test_colours_and_layers() -> None:
+    kps = np.array([[20.5, 20.5], [44.5, 20.5], [32.5, 40.5]], np.float32)
+    image = draw_kps_image(64, 80, kps)
+    assert image.shape == (64, 80, 3)
+    # points on top, in full colour, at the truncated coordinates
+    assert tuple(image[20, 20]) == (255, 0, 0)
+    assert tuple(image[20, 44]) == (0, 255, 0)
+    assert tuple(image[40, 32]) == (0, 0, 255)
+    # limbs in 60 % of the first point's colour, between the points
+    assert tuple(image[30, 26]) == (153, 0, 0)
+    assert tuple(image[30, 38]) == (0, 153, 0)
+    assert image[0, 0].sum() == 0
+    colours = {tuple(c) for c in image.reshape(-1, 3)}
+    assert colours <= {(0, 0, 0), (255, 0, 0), (0, 255, 0), (0, 0, 255), (153, 0, 0), (0, 153, 0)}
+
+
+def test_bad_shapes_are_rejected() -> None:
+    with pytest.raises(ValueError):
+        draw_kps_image(64, 64, np.zeros((5, 2), np.float32))
+    with pytest.raises(ValueError):
+        draw_kps_images(64, 64, np.zeros((3, 2), np.float32))

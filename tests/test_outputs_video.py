@@ -1,0 +1,194 @@
+"""The original's median post-filter and uint8 conversion, and the atomic H.264 + AAC writer."""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from tests import media
+from vexpress_model.errors import InputError
+from vexpress_model.outputs.video import (
+    MedianFilterStream,
+    VideoWriter,
+    check_output_path,
+    median_filter_3d,
+    to_uint8,
+    video_tensor_to_frames,
+    write_video,
+)
+
+CASES = ("S1_fix_face", "S2_no_retarget")
+
+
+def _frames(count: int, height: int = 64, width: int = 64, seed: int = 0) -> np.ndarray:
+    """Smooth moving gradients (compress well, so the test videos stay small and fast)."""
+    y, x = np.mgrid[0:height, 0:width]
+    t = np.arange(count)[:, None, None]
+    base = (x[None] * 3 + y[None] * 2 + t * 5 + seed) % 256
+    return np.stack([base, (base + 85) % 256, (base + 170) % 256], axis=-1).astype(np.uint8)
+
+
+def _probe(path: Path) -> dict:
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        info = {
+            "codec": video.codec_context.name,
+            "pix_fmt": video.codec_context.format.name,
+            "size": (video.codec_context.width, video.codec_context.height),
+            "rate": video.average_rate,
+            "frames": sum(1 for _ in container.decode(video)),
+            "video_s": float(video.duration * video.time_base),
+        }
+    with av.open(str(path)) as container:
+        if container.streams.audio:
+            audio = container.streams.audio[0]
+            info.update(audio_codec=audio.codec_context.name, audio_s=float(audio.duration * audio.time_base),
+                        audio_rate=audio.rate, channels=audio.codec_context.channels)
+    return info
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_median_filter_and_truncation_match_the_original(parity_dir: Path, case: str) -> None:
+    outputs = parity_dir / "outputs" / case
+    frames = to_uint8(video_tensor_to_frames(np.load(outputs / "video_float.npy")), compat="original")
+    np.testing.assert_array_equal(frames, np.load(outputs / "frames_uint8.npy"))
+    np.testing.assert_array_equal(median_filter_3d(frames), np.load(outputs / "frames_filtered_uint8.npy"))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 40])
+def test_streamed_median_filter_equals_the_whole(parity_dir: Path, chunk: int) -> None:
+    frames = np.load(parity_dir / "outputs" / "S2_no_retarget" / "frames_uint8.npy")
+    stream = MedianFilterStream()
+    pieces = [stream.push(frames[i : i + chunk]) for i in range(0, len(frames), chunk)] + [stream.flush()]
+    np.testing.assert_array_equal(np.concatenate([p for p in pieces if len(p)]), median_filter_3d(frames))
+
+
+def test_streamed_median_filter_on_one_frame() -> None:
+    frame = _frames(1)
+    stream = MedianFilterStream()
+    assert len(stream.push(frame)) == 0
+    np.testing.assert_array_equal(stream.flush(), median_filter_3d(frame))
+
+
+def test_uint8_conversion() -> None:
+    values = np.array([0.0, 0.5, 0.999, 1.0, 1.2, -0.1], np.float32)
+    np.testing.assert_array_equal(to_uint8(values[:4], "original"), [0, 127, 254, 255])
+    np.testing.assert_array_equal(to_uint8(values, "fixed"), [0, 128, 255, 255, 255, 0])
+
+
+def test_h264_aac_in_one_file_with_exact_fps(tmp_path: Path) -> None:
+    """32 frames at 320/11 fps (the original's 29.09) with 1.1 s of audio, streamed in chunks of 5."""
+    audio = media.speech_like(1.1, 16000)
+    frames = _frames(32)
+    path = write_video(tmp_path / "out.mp4", (frames[i : i + 5] for i in range(0, 32, 5)), 32 / 1.1, (audio, 16000))
+    info = _probe(path)
+    assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p"
+    assert info["rate"] == Fraction(320, 11) and info["frames"] == 32 and info["size"] == (64, 64)
+    assert info["video_s"] == pytest.approx(1.1, abs=1e-6)
+    assert info["audio_codec"] == "aac" and info["audio_s"] == pytest.approx(1.1, abs=1 / 29)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+@pytest.mark.parametrize("audio_seconds", [0.5, 2.5])
+def test_audio_is_cut_or_padded_to_the_video(tmp_path: Path, audio_seconds: float) -> None:
+    audio = media.speech_like(audio_seconds, 44100, 2)
+    path = write_video(tmp_path / "out.mp4", [_frames(24)], 24, (audio, 44100))
+    info = _probe(path)
+    assert info["frames"] == 24 and info["audio_rate"] == 44100 and info["channels"] == 2
+    assert info["audio_s"] == pytest.approx(1.0, abs=1 / 24)
+
+
+def test_unusual_audio_rate_and_no_audio(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "odd_rate.mp4", [_frames(10)], 25, (media.speech_like(0.4, 37000), 37000))
+    assert _probe(path)["audio_s"] == pytest.approx(0.4, abs=1 / 25)
+    silent = write_video(tmp_path / "silent.mp4", [_frames(10)], 25)
+    assert "audio_codec" not in _probe(silent)
+
+
+@pytest.mark.parametrize("odd_size, expected", [("pad", (66, 64)), ("crop", (64, 62))])
+def test_odd_sizes(tmp_path: Path, odd_size: str, expected: tuple[int, int]) -> None:
+    frames = _frames(6, height=63, width=65)
+    with VideoWriter(tmp_path / "odd.mp4", 25, odd_size=odd_size) as writer:
+        writer.write(frames)
+    assert _probe(writer.path)["size"] == expected
+
+
+def test_video_content_survives(tmp_path: Path) -> None:
+    frames = _frames(12)
+    path = write_video(tmp_path / "out.mp4", [frames], 30, crf=0)
+    with av.open(str(path)) as container:
+        decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    assert np.abs(decoded.astype(int) - frames).mean() < 6  # 4:2:0 chroma and YUV rounding only
+
+
+def test_median_filter_option(tmp_path: Path) -> None:
+    frames = _frames(9)
+    path = write_video(tmp_path / "out.mp4", [frames[:4], frames[4:]], 30, median_filter=True)
+    assert _probe(path)["frames"] == 9
+
+
+def test_a_failed_run_leaves_no_file(tmp_path: Path) -> None:
+    def frames_then_crash():
+        yield _frames(5)
+        raise RuntimeError("the pipeline failed")
+
+    with pytest.raises(RuntimeError, match="pipeline failed"):
+        write_video(tmp_path / "out.mp4", frames_then_crash(), 25, (np.zeros(16000, np.float32), 16000))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_frames_abort_the_file(tmp_path: Path) -> None:
+    writer = VideoWriter(tmp_path / "out.mp4", 25)
+    writer.write(_frames(3))
+    with pytest.raises(ValueError, match="size changed"):
+        writer.write(_frames(3, height=32))
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="uint8"):
+        VideoWriter(tmp_path / "out.mp4", 25).write(np.zeros((2, 8, 8, 3), np.float32))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_frames_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no video frames"):
+        write_video(tmp_path / "out.mp4", [], 25)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_paths(tmp_path: Path) -> None:
+    nested = check_output_path(tmp_path / "a" / "b" / "out.mp4")
+    assert nested.parent.is_dir()
+    with pytest.raises(InputError, match=r"\.mp4"):
+        check_output_path(tmp_path / "out.gif")
+    (tmp_path / "folder.mp4").mkdir()
+    with pytest.raises(InputError, match="is a folder"):
+        check_output_path(tmp_path / "folder.mp4")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InputError, match="cannot write"):
+        VideoWriter(blocker / "out.mp4", 25)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_read_only_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(InputError, match="cannot write"):
+            check_output_path(folder / "out.mp4")
+    finally:
+        folder.chmod(0o700)
+
+
+def test_nothing_appears_under_the_name_before_close(tmp_path: Path) -> None:
+    target = tmp_path / "out.mp4"
+    writer = VideoWriter(target, 25)
+    writer.write(_frames(4))
+    assert not target.exists()
+    assert writer.close() == target and target.is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
