@@ -1,0 +1,1 @@
+"""V-Express ComfyUI nodes. Import ``nodes.extension`` only inside ComfyUI (see ``nodes/_comfy.py``)."""

@@ -1,0 +1,83 @@
+"""``VExpressAudioEmbed``: speech AUDIO -> wav2vec2 features for the sampler, plus the frame count they give."""
+
+from __future__ import annotations
+
+from . import _types
+from ._comfy import io
+
+CATEGORY = "V-Express/audio"
+
+
+class VExpressAudioEmbed(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VExpressAudioEmbed",
+            display_name="AudioEmbed",
+            category=CATEGORY,
+            description=(
+                "Encodes speech with wav2vec2 (facebook/wav2vec2-base-960h) for the V-Express sampler. Takes any "
+                "core AUDIO (any sample rate, mono or stereo; it is mixed to mono 16 kHz for the encoder) and "
+                "returns the embeddings, the AUDIO that was encoded (to mux into the video) and the number of video "
+                "frames at the chosen fps."
+            ),
+            inputs=[
+                _types.PipeType.Input("pipe", tooltip="The V-Express models from LoadVExpressModels."),
+                io.Audio.Input("audio", tooltip="The speech that drives the lips (core Load Audio, or a video's audio)."),
+                io.Float.Input(
+                    "fps", default=30.0, min=1.0, max=120.0, step=0.01,
+                    tooltip=(
+                        "Frame rate of the video to generate (30 is the original default, 25 is 17% faster). More "
+                        "frames cost proportionally more time. The video lasts as long as the audio."
+                    ),
+                ),
+            ],
+            outputs=[
+                _types.AudioEmbedsType.Output(
+                    "audio_embeds", display_name="audio_embeds", tooltip="The speech features, for the sampler."
+                ),
+                io.Audio.Output(
+                    "audio_out", display_name="audio",
+                    tooltip="The AUDIO that was encoded (first item of a batch), to mux into the video (SaveVideo).",
+                ),
+                io.Int.Output(
+                    "frame_count", display_name="frame_count",
+                    tooltip="Number of video frames the audio gives at this fps; connect it to RetargetKps.",
+                ),
+                io.Float.Output("fps_out", display_name="fps", tooltip="The frame rate, passed on for RetargetKps."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, pipe, audio, fps: float) -> io.NodeOutput:
+        from vexpress_model.conditioning import audio_features
+        from vexpress_model.inputs.audio import audio_from_comfy, to_mono_16k
+        from vexpress_model.pipeline.timing import plan_frames
+
+        from .placement import ComfyPlacement, cancel_check
+
+        audio = _types.first_audio_item(_types.require_audio(audio, "audio"))
+        decoded = audio_from_comfy(audio, name="the AUDIO input")
+        waveform_16k = to_mono_16k(decoded.waveform, decoded.sample_rate)
+        duration_s = len(waveform_16k) / 16000.0
+        plan = plan_frames(duration_s, fps, 24, 4, "fixed")
+
+        cancel_check()()
+        placement = ComfyPlacement(pipe.patchers, offload=pipe.offload)
+        models = pipe.models
+        placement.enter_stage("audio", {"audio_encoder": models.audio_encoder})
+        try:
+            features = audio_features.wav2vec2_features(models.audio_encoder, models.audio_feature_extractor, waveform_16k)
+        finally:
+            placement.finish()
+        embeds = _types.AudioEmbeds(
+            features=features.detach().to("cpu") if hasattr(features, "detach") else features,
+            duration_s=duration_s,
+            fps=float(fps),
+            num_frames=plan.num_frames,
+            audio=audio,
+        )
+        return io.NodeOutput(embeds, audio, plan.num_frames, float(fps))
+
+
+NODES = [VExpressAudioEmbed]

@@ -1,0 +1,375 @@
+"""Keypoint nodes: extract a track from frames, load and save kps files, retarget a track onto the reference face.
+
+A track (``VEXPRESS_KPS``) is the library's ``KpsTrack``: float32 ``[T, 3, 2]`` pixel coordinates (eye on the image
+left, eye on the image right, nose tip) with the frame rate and frame size they belong to when known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+
+from . import _comfy, _types
+from ._comfy import io, ui
+
+CATEGORY = "V-Express/kps"
+KPS_EXTENSIONS = (".pth", ".pt", ".npz", ".json")
+PREVIEW_MAX_SIDE = 256
+STRATEGIES = ("fix_face", "no_retarget", "offset_retarget", "naive_retarget")
+COMPAT_OPTIONS = ("fixed", "original")
+COMPAT_TOOLTIP = (
+    "fixed: corrected math (default). original: reproduce the original V-Express code exactly, bugs included "
+    "(for parity with its published results)."
+)
+
+
+def _preview(track) -> object:
+    """The track drawn as V-Kps images (what the model sees), at most PREVIEW_MAX_SIDE pixels on the long side."""
+    from vexpress_model.conditioning.kps_images import draw_kps_images
+
+    width = track.width or 512
+    height = track.height or 512
+    side = PREVIEW_MAX_SIDE if track.num_frames <= 600 else PREVIEW_MAX_SIDE // 2  # long tracks: keep it light
+    scale = min(1.0, side / max(width, height))
+    out_w, out_h = max(8, round(width * scale)), max(8, round(height * scale))
+    points = track.points * np.array([out_w / width, out_h / height], dtype=np.float32)
+    return _types.uint8_to_image(draw_kps_images(out_h, out_w, points))
+
+
+def _insightface_roots() -> list[str]:
+    from . import folders
+
+    return folders.roots(folders.INSIGHTFACE)
+
+
+def _face_detector():
+    """The insightface detector from the first registered insightface folder that holds it (models/insightface/).
+
+    ONNX Runtime runs it on the GPU when onnxruntime-gpu is installed and ComfyUI is not in --cpu mode.
+    """
+    from vexpress_model.errors import ModelFolderError
+    from vexpress_model.inputs import face_detection
+
+    roots = _insightface_roots()
+    root = roots[0] if roots else "models/insightface"
+    for candidate in roots:
+        try:
+            face_detection.find_detector_model(candidate)
+        except ModelFolderError:
+            continue
+        root = candidate
+        break
+    device = _comfy.model_management().get_torch_device()
+    if device.type == "cuda":
+        return face_detection.FaceDetector(root, device="cuda", gpu_id=device.index or 0)
+    return face_detection.FaceDetector(root, device="cpu")
+
+
+# ------------------------------------------------------------------------------------------------- extract
+
+
+class VExpressExtractKps(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VExpressExtractKps",
+            display_name="ExtractKps",
+            category=CATEGORY,
+            description=(
+                "Detects the face in every frame of a driving video (an IMAGE batch or a VIDEO) and returns its "
+                "V-Express keypoints (two eyes and the nose) as a kps track, plus the track drawn as V-Kps images. "
+                "Uses the insightface face detector (buffalo_l det_10g.onnx in models/insightface/models/buffalo_l/)."
+            ),
+            inputs=[
+                io.Image.Input(
+                    "images", optional=True,
+                    tooltip="Driving video frames as an IMAGE batch (e.g. from a video loader). Connect this or 'video'.",
+                ),
+                io.Video.Input(
+                    "video", optional=True,
+                    tooltip="Driving video (core Load Video). Its own frame rate is used. Connect this or 'images'.",
+                ),
+                io.Float.Input(
+                    "fps", default=30.0, min=1.0, max=240.0, step=0.01,
+                    tooltip=(
+                        "Frame rate of the 'images' batch, stored with the track so it plays at the right speed. "
+                        "Not used with 'video', which carries its own frame rate."
+                    ),
+                ),
+                io.Combo.Input(
+                    "face", options=["largest", "most_confident"], default="largest",
+                    tooltip=(
+                        "Which face to follow when a frame shows several: the largest one, or the one the detector "
+                        "is most sure of (what the original V-Express took). Frames without a face are filled in "
+                        "from their neighbours."
+                    ),
+                ),
+            ],
+            outputs=[
+                _types.KpsType.Output(
+                    "kps", display_name="kps",
+                    tooltip="The keypoint track (frames, fps and frame size) for RetargetKps or SaveKps.",
+                ),
+                io.Image.Output(
+                    "kps_images", display_name="kps_images",
+                    tooltip=f"The track drawn as V-Kps images (at most {PREVIEW_MAX_SIDE} px), for checking it.",
+                ),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, fps: float, face: str, images=None, video=None) -> io.NodeOutput:
+        from vexpress_model.errors import InputError
+        from vexpress_model.inputs import face_detection
+
+        from .placement import stage_progress
+
+        if images is None and video is None:
+            raise InputError("ExtractKps needs driving frames: connect 'images' (with its fps) or 'video'")
+        if video is not None:
+            components = video.get_components()
+            images = components.images
+            fps = float(components.frame_rate)
+        frames = _types.image_to_uint8(images)
+        progress = stage_progress(len(frames))  # each update is also a Cancel check
+        with _face_detector() as detector:
+            track = face_detection.extract_kps_track(
+                frames,
+                detector,
+                fps=float(fps),
+                select="score" if face == "most_confident" else "largest",
+                progress=lambda done, total: progress(done),
+            )
+        return io.NodeOutput(track, _preview(track))
+
+
+# ------------------------------------------------------------------------------------------------ load/save
+
+
+def _kps_files() -> list[str]:
+    root = _comfy.folder_paths.get_input_directory()
+    found = []
+    for directory, _dirs, files in os.walk(root, followlinks=True):
+        for name in files:
+            if name.lower().endswith(KPS_EXTENSIONS) and not name.startswith("."):
+                found.append(os.path.relpath(os.path.join(directory, name), root).replace(os.sep, "/"))
+    return sorted(found)
+
+
+class VExpressLoadKps(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VExpressLoadKps",
+            display_name="LoadKps",
+            category=CATEGORY,
+            description=(
+                "Loads a kps track from ComfyUI's input folder: the original V-Express kps.pth (a pickled list of "
+                "(3, 2) arrays, read without running any code from the file) or the pack's own .npz / .json files, "
+                "which also store the frame rate and frame size."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "kps_file", options=_kps_files(),
+                    tooltip=(
+                        "A kps file in ComfyUI's input folder (.pth, .npz, .json; upload one over the API with "
+                        "/upload/image, which accepts any file)."
+                    ),
+                ),
+                io.Float.Input(
+                    "fps_if_unknown", default=30.0, min=1.0, max=240.0, step=0.01,
+                    tooltip=(
+                        "Frame rate to assume when the file stores none (the original .pth format does not); the "
+                        "original V-Express assumed 30."
+                    ),
+                ),
+            ],
+            outputs=[
+                _types.KpsType.Output("kps", display_name="kps", tooltip="The loaded keypoint track."),
+                io.Image.Output(
+                    "kps_images", display_name="kps_images",
+                    tooltip=f"The track drawn as V-Kps images (at most {PREVIEW_MAX_SIDE} px), for checking it.",
+                ),
+            ],
+        )
+
+    @classmethod
+    def _path(cls, kps_file: str) -> str:
+        return _comfy.folder_paths.get_annotated_filepath(kps_file)
+
+    @classmethod
+    def validate_inputs(cls, kps_file: str, **kwargs):
+        if not _comfy.folder_paths.exists_annotated_filepath(kps_file):
+            return f"kps file not found in the input folder: {kps_file}"
+        return True
+
+    @classmethod
+    def fingerprint_inputs(cls, kps_file: str, **kwargs):
+        digest = hashlib.sha256()
+        with open(cls._path(kps_file), "rb") as handle:
+            digest.update(handle.read())
+        return digest.hexdigest()
+
+    @classmethod
+    def execute(cls, kps_file: str, fps_if_unknown: float) -> io.NodeOutput:
+        import dataclasses
+
+        from vexpress_model.inputs.kps import load_kps
+
+        track = load_kps(cls._path(kps_file))
+        if track.fps is None:
+            track = dataclasses.replace(track, fps=float(fps_if_unknown))
+        return io.NodeOutput(track, _preview(track))
+
+
+class VExpressSaveKps(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VExpressSaveKps",
+            display_name="SaveKps",
+            category=CATEGORY,
+            description=(
+                "Saves a kps track into ComfyUI's output folder, as the pack's .npz (keeps fps and frame size), "
+                ".json, or the original V-Express kps.pth format (for the original scripts; no fps or size)."
+            ),
+            is_output_node=True,
+            inputs=[
+                _types.KpsType.Input("kps", tooltip="The keypoint track to save."),
+                io.String.Input(
+                    "filename_prefix", default="vexpress/kps",
+                    tooltip="File name prefix in the output folder; a '/' makes sub-folders. A counter is appended.",
+                ),
+                io.Combo.Input(
+                    "format", options=["npz", "json", "pth (original)"], default="npz",
+                    tooltip=(
+                        "npz: compact, keeps fps and frame size (recommended). json: readable text. "
+                        "pth (original): the original V-Express kps.pth (a pickled list of arrays)."
+                    ),
+                ),
+            ],
+            outputs=[],
+        )
+
+    @classmethod
+    def execute(cls, kps, filename_prefix: str, format: str) -> io.NodeOutput:
+        from vexpress_model.inputs.kps import save_kps, save_kps_original
+
+        folder_paths = _comfy.folder_paths
+        full_folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix, folder_paths.get_output_directory(), kps.width or 0, kps.height or 0
+        )
+        extension = "pth" if format.startswith("pth") else format
+        file = f"{filename}_{counter:05}_.{extension}"
+        path = os.path.join(full_folder, file)
+        if extension == "pth":
+            save_kps_original(path, kps)
+        else:
+            save_kps(path, kps)
+        shown = f"{subfolder}/{file}" if subfolder else file
+        return io.NodeOutput(ui=ui.PreviewText(f"{shown} ({kps.num_frames} frames)"))
+
+
+# -------------------------------------------------------------------------------------------------- retarget
+
+
+class VExpressRetargetKps(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VExpressRetargetKps",
+            display_name="RetargetKps",
+            category=CATEGORY,
+            description=(
+                "Builds the kps track that drives the video: detects the reference face and, depending on the "
+                "strategy, keeps it still (fix_face), uses the driving track as it is (no_retarget: same person, "
+                "similar framing), moves the reference face as the driving face moves (offset_retarget: another "
+                "person), or fits the driving face onto the reference face (naive_retarget)."
+            ),
+            inputs=[
+                io.Image.Input(
+                    "reference_image",
+                    tooltip="The portrait to animate (the first image of a batch is used); the same image as the sampler's.",
+                ),
+                io.Combo.Input(
+                    "strategy", options=list(STRATEGIES), default="fix_face",
+                    tooltip=(
+                        "fix_face: the reference face stays where it is, only the mouth and expression follow the "
+                        "audio (works with any audio, no driving kps needed). no_retarget: the driving kps as they "
+                        "are (driving video of the same person). offset_retarget: the reference face follows the "
+                        "driving head motion (driving video of another person). naive_retarget: the driving face "
+                        "resized onto the reference face (pair with attention weights 1.0 / 1.0)."
+                    ),
+                ),
+                io.Int.Input(
+                    "width", default=512, min=64, max=2048, step=8,
+                    tooltip="Output video width in pixels; use the same value as the sampler (the model is trained at 512).",
+                ),
+                io.Int.Input(
+                    "height", default=512, min=64, max=2048, step=8,
+                    tooltip="Output video height in pixels; use the same value as the sampler (the model is trained at 512).",
+                ),
+                io.Int.Input(
+                    "frame_count", default=0, min=0, max=1_000_000,
+                    tooltip=(
+                        "Frames of the output track; connect AudioEmbed's frame_count. 0 keeps the driving track's "
+                        "length (one frame for fix_face without a driving track; the sampler stretches it)."
+                    ),
+                ),
+                io.Float.Input(
+                    "fps", default=30.0, min=1.0, max=240.0, step=0.01,
+                    tooltip=(
+                        "Frame rate of the output track; use AudioEmbed's fps. The driving track is resampled by "
+                        "time to this rate, so its motion keeps its real speed."
+                    ),
+                ),
+                io.Combo.Input("compat", options=list(COMPAT_OPTIONS), default="fixed", tooltip=COMPAT_TOOLTIP),
+                _types.KpsType.Input(
+                    "driving_kps", optional=True,
+                    tooltip="Driving keypoint track (ExtractKps or LoadKps). Needed by every strategy except fix_face.",
+                ),
+            ],
+            outputs=[
+                _types.KpsType.Output(
+                    "kps", display_name="kps", tooltip="The retargeted track, in output-video pixels, for the sampler."
+                ),
+                io.Image.Output(
+                    "kps_images", display_name="kps_images",
+                    tooltip=f"The track drawn as V-Kps images (at most {PREVIEW_MAX_SIDE} px), for checking it.",
+                ),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, reference_image, strategy: str, width: int, height: int, frame_count: int, fps: float,
+                compat: str, driving_kps=None) -> io.NodeOutput:
+        from vexpress_model.conditioning.kps_sequence import rescale_track, resample_kps_track
+        from vexpress_model.conditioning.retarget import retarget_kps
+        from vexpress_model.inputs import face_detection
+        from vexpress_model.inputs.image import load_detection_image
+        from vexpress_model.inputs.kps import KpsTrack
+
+        image = load_detection_image(_types.image_to_uint8(reference_image)[0], width, height, compat=compat)
+        with _face_detector() as detector:
+            # The original takes insightface's first (most confident) face; the fixed mode the largest one.
+            select = "score" if compat == "original" else "largest"
+            reference_kps = face_detection.detect_reference_kps(image, detector, select)
+        driving = None
+        track_fps = float(fps)
+        if driving_kps is not None:
+            # The original retargets the driving track after fitting it to the output frames (SPEC §4.6, §4.7).
+            driving_track = rescale_track(driving_kps, width, height)
+            if frame_count > 0:
+                driving = resample_kps_track(driving_track, frame_count, fps, compat=compat)
+            else:
+                driving = driving_track.points
+                track_fps = driving_track.fps or float(fps)
+        num_frames = frame_count or (None if driving is not None else 1)
+        points = retarget_kps(reference_kps, driving, strategy, compat, num_frames=num_frames)
+        track = KpsTrack(points, fps=track_fps, width=width, height=height)
+        return io.NodeOutput(track, _preview(track))
+
+
+NODES = [VExpressExtractKps, VExpressLoadKps, VExpressSaveKps, VExpressRetargetKps]

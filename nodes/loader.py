@@ -1,0 +1,161 @@
+"""``LoadVExpressModels``: a V-Express model folder -> every network under ComfyUI's memory management."""
+
+from __future__ import annotations
+
+import os
+
+from . import _comfy, _types, folders
+from ._comfy import io
+
+CATEGORY = "V-Express/loaders"
+DEFAULT_MODEL_NAME = "V-Express"
+DTYPES = ("auto", "fp16", "bf16", "fp32")
+OFFLOAD_MODES = ("auto", "offload")
+ROLES = ("vae", "audio_encoder", "reference_net", "denoising_unet", "kps_guider", "audio_projection")
+
+
+def model_folder_options() -> list[str]:
+    """Model folders found under the registered ``vexpress`` folders; the download target when there is none."""
+    from vexpress_model.download import find_model_folders
+
+    names = [name for name, _ in find_model_folders(folders.roots(folders.VEXPRESS))]
+    return names or [DEFAULT_MODEL_NAME]
+
+
+def _model_dir(name: str) -> str:
+    from vexpress_model.download import find_model_folders
+
+    for found, path in find_model_folders(folders.roots(folders.VEXPRESS)):
+        if found == name:
+            return str(path)
+    roots = folders.roots(folders.VEXPRESS)
+    return os.path.join(roots[0], name)
+
+
+def _resolve(model_dir: str):
+    from vexpress_model.models.paths import resolve_model_paths
+
+    search = folders.model_search_roots()
+    return resolve_model_paths(
+        model_dir if os.path.isdir(model_dir) else None,
+        vexpress_dir=None if os.path.isdir(model_dir) else model_dir,
+        vae_search_dirs=search["vae"],
+        wav2vec2_search_dirs=search["wav2vec2"],
+        insightface_search_dirs=search["insightface"],
+    )
+
+
+def _auto_dtype():
+    import torch
+
+    mm = _comfy.model_management()
+    device = mm.get_torch_device()
+    if mm.should_use_fp16(device=device):
+        return torch.float16
+    if mm.should_use_bf16(device=device):
+        return torch.bfloat16
+    return torch.float32
+
+
+class LoadVExpressModels(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LoadVExpressModels",
+            display_name="(Down)load V-Express Models",
+            category=CATEGORY,
+            description=(
+                "Loads the V-Express networks (tk93/V-Express on HuggingFace) with the SD VAE (sd-vae-ft-mse) and "
+                "the wav2vec2-base-960h audio encoder, each under ComfyUI's model management. Model folders live "
+                "in models/vexpress/<name>/; the VAE and wav2vec2 are also found in models/vae/ and "
+                "models/transformers/facebook/ (shared with other packs). Turn on download_missing to fetch "
+                "exactly the missing files."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "model",
+                    options=model_folder_options(),
+                    default=DEFAULT_MODEL_NAME,
+                    tooltip=(
+                        "A V-Express model folder under models/vexpress/ (the five .bin files directly, in "
+                        "v-express/, or a whole model_ckpts/ tree). 'V-Express' is where download_missing puts them."
+                    ),
+                ),
+                io.Combo.Input(
+                    "dtype", options=list(DTYPES), default="auto",
+                    tooltip=(
+                        "Precision of the networks. auto: fp16 on GPUs that run it well, bf16 where that is "
+                        "better, fp32 on CPU and MPS. fp16 is what V-Express was trained and released in; fp32 is "
+                        "the most accurate but needs twice the memory."
+                    ),
+                ),
+                io.Combo.Input(
+                    "offload", options=list(OFFLOAD_MODES), default="auto",
+                    tooltip=(
+                        "auto: ComfyUI keeps the networks on the GPU while they fit and moves them off when other "
+                        "models need room (fastest for repeated runs). offload: every network leaves the GPU as "
+                        "soon as its stage is done and the conditioning waits in system memory, the lowest peak "
+                        "VRAM, for long audio on small GPUs."
+                    ),
+                ),
+                io.Boolean.Input(
+                    "download_missing", default=False,
+                    tooltip=(
+                        "Download missing weights from HuggingFace (tk93/V-Express, stabilityai/sd-vae-ft-mse, "
+                        "facebook/wav2vec2-base-960h; about 6 GB) into the ComfyUI model folders. Off: a missing "
+                        "file stops the run with a message that says which file goes where."
+                    ),
+                ),
+            ],
+            outputs=[
+                _types.PipeType.Output(
+                    "pipe", display_name="pipe",
+                    tooltip="The loaded V-Express models, for AudioEmbed and the sampler.",
+                ),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model: str, dtype: str, offload: str, download_missing: bool) -> io.NodeOutput:
+        from vexpress_model.download import ensure_files, plan_for_missing
+        from vexpress_model.models.loading import load_vexpress_models, resolve_dtype
+
+        from .placement import make_patchers, stage_progress
+
+        model_dir = _model_dir(model)
+        paths = _resolve(model_dir)
+        if paths.missing() or paths.insightface_root is None:
+            plan = plan_for_missing(
+                paths,
+                vexpress_dir=str(paths.vexpress_dir or model_dir),
+                vae_dir=os.path.join(folders.roots(folders.VAE)[0], "sd-vae-ft-mse"),
+                wav2vec2_dir=os.path.join(folders.roots(folders.TRANSFORMERS)[0], "facebook", "wav2vec2-base-960h"),
+                insightface_root=folders.roots(folders.INSIGHTFACE)[0] if download_missing else None,
+            )
+            if plan:
+                bar = stage_progress(1000)
+                ensure_files(
+                    plan,
+                    download=download_missing,
+                    progress=lambda done, total, _label: bar(int(1000 * done / total) if total else 0),
+                )
+                paths = _resolve(model_dir)
+        paths.require()
+
+        torch_dtype = _auto_dtype() if dtype == "auto" else resolve_dtype(dtype)
+        mm = _comfy.model_management()
+        models = load_vexpress_models(paths, dtype=torch_dtype, device=mm.unet_offload_device())
+        patchers = make_patchers(models, ROLES)
+        _comfy.logger.info("V-Express: loaded %s (%s, offload=%s)", model_dir, torch_dtype, offload)
+        pipe = _types.VExpressPipe(
+            models=models,
+            patchers=patchers,
+            offload=offload == "offload",
+            dtype=torch_dtype,
+            model_dir=model_dir,
+            paths=paths,
+        )
+        return io.NodeOutput(pipe)
+
+
+NODES = [LoadVExpressModels]

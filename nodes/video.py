@@ -1,0 +1,101 @@
+"""``VExpressSaveVideo``: IMAGE frames + AUDIO + fps -> an H.264 + AAC MP4 in ComfyUI's output folder."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from . import _comfy, _types
+from ._comfy import io, ui
+
+CATEGORY = "V-Express/video"
+ENCODE_CHUNK_FRAMES = 32
+
+
+class VExpressSaveVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="VExpressSaveVideo",
+            display_name="SaveVideo",
+            category=CATEGORY,
+            description=(
+                "Writes the frames and the speech into one MP4 (H.264 video, AAC audio) in ComfyUI's output folder, "
+                "named like core Save Image (prefix, counter), and shows it on the node. Needs no ffmpeg program "
+                "(PyAV). The frames, audio and fps work with core Create Video / Save Video just as well."
+            ),
+            is_output_node=True,
+            inputs=[
+                io.Image.Input("images", tooltip="Video frames (e.g. from the V-Express Sampler)."),
+                io.Audio.Input(
+                    "audio", optional=True,
+                    tooltip="Sound track (AudioEmbed's audio output); cut or padded to the video length. Leave empty for a silent video.",
+                ),
+                io.Float.Input(
+                    "fps", default=30.0, min=1.0, max=240.0, step=0.01,
+                    tooltip="Frame rate; connect the sampler's fps so the video lasts as long as the audio.",
+                ),
+                io.String.Input(
+                    "filename_prefix", default="vexpress/VExpress",
+                    tooltip="File name prefix in the output folder; a '/' makes sub-folders. A counter is appended.",
+                ),
+                io.Int.Input(
+                    "crf", default=17, min=0, max=51,
+                    tooltip="H.264 quality: lower is better and larger. 17 is visually lossless, 23 is x264's default.",
+                ),
+            ],
+            outputs=[
+                io.Video.Output("video", display_name="video", tooltip="The saved video file, for other video nodes."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, images, fps: float, filename_prefix: str, crf: int, audio=None) -> io.NodeOutput:
+        from vexpress_model.inputs.audio import audio_from_comfy
+        from vexpress_model.outputs.video import write_video
+
+        folder_paths = _comfy.folder_paths
+        height, width = int(images.shape[1]), int(images.shape[2])
+        full_folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix, folder_paths.get_output_directory(), width, height
+        )
+        file = f"{filename}_{counter:05}_.mp4"
+        path = os.path.join(full_folder, file)
+
+        sound = None
+        if audio is not None:
+            decoded = audio_from_comfy(_types.first_audio_item(audio), name="the AUDIO input")
+            sound = (decoded.waveform, decoded.sample_rate)
+
+        def frames():
+            for start in range(0, images.shape[0], ENCODE_CHUNK_FRAMES):
+                yield _types.image_to_uint8(images[start : start + ENCODE_CHUNK_FRAMES])
+
+        write_video(path, frames(), fps=float(fps), audio=sound, crf=int(crf), **cls._metadata_kwargs(write_video))
+        video = _comfy.InputImpl.VideoFromFile(path)
+        return io.NodeOutput(video, ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]))
+
+    @classmethod
+    def _metadata_kwargs(cls, writer) -> dict:
+        """``metadata=`` for the library writer when it takes one (prompt and workflow in the MP4)."""
+        import inspect
+
+        if "metadata" not in inspect.signature(writer).parameters:
+            return {}
+        return {"metadata": cls._metadata()}
+
+    @classmethod
+    def _metadata(cls) -> dict[str, str]:
+        """The prompt and workflow, as ComfyUI's own video and image savers embed them (unless --disable-metadata)."""
+        if _comfy.cli_args().disable_metadata or cls.hidden is None:
+            return {}
+        metadata: dict[str, str] = {}
+        if cls.hidden.prompt is not None:
+            metadata["prompt"] = json.dumps(cls.hidden.prompt)
+        if cls.hidden.extra_pnginfo is not None:
+            for key, value in cls.hidden.extra_pnginfo.items():
+                metadata[key] = json.dumps(value)
+        return metadata
+
+
+NODES = [VExpressSaveVideo]

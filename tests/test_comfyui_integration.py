@@ -1,0 +1,291 @@
+"""End to end against a real ComfyUI server: the pack installed in ``custom_nodes``, a tiny random-weight model in
+``models/vexpress/``, the stand-in face detector in ``models/insightface/``, driven over HTTP as API clients do.
+
+Needs ``COMFYUI_PATH`` (a ComfyUI checkout, >= 0.3.64) and ``COMFYUI_PYTHON`` (the Python of an environment with
+ComfyUI's requirements and this pack's ``requirements.txt``); skipped with a how-to otherwise. For example, with
+the shared tools::
+
+    ../shared/tools/comfy_server.sh setup --mirror <Comfy-Org/ComfyUI git dir> --home ~/comfy
+    ~/comfy/venv/bin/pip install -r requirements.txt
+    COMFYUI_PATH=~/comfy/ComfyUI COMFYUI_PYTHON=~/comfy/venv/bin/python python -m pytest tests/test_comfyui_integration.py
+
+The server runs with ``--cpu`` on 127.0.0.1 and a free port, with its own ``--base-directory`` (models, input,
+output, temp, user) in a temporary folder; it is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACK_FOLDER = "ComfyUI-V-Express"
+PACK_NODES = (
+    "LoadVExpressModels", "VExpressAudioEmbed", "VExpressExtractKps", "VExpressLoadKps", "VExpressSaveKps",
+    "VExpressRetargetKps", "VExpressSampler", "VExpressSaveVideo",
+)
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+FPS = 6.0
+# Small settings for the tiny model: every example workflow runs in seconds on a CPU.
+SMALL = {
+    "LoadVExpressModels": {"model": "tiny"},
+    "VExpressAudioEmbed": {"fps": FPS},
+    "VExpressRetargetKps": {"width": 64, "height": 64},
+    "VExpressSampler": {"width": 64, "height": 64, "steps": 2, "context_frames": 8, "context_overlap": 2},
+}
+HOW_TO = (
+    "set COMFYUI_PATH (a ComfyUI checkout, >= 0.3.64) and COMFYUI_PYTHON (a Python with ComfyUI's and this pack's "
+    "requirements) to run the real-server test; see this file's docstring"
+)
+
+pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
+if not os.environ.get("COMFYUI_PATH") or not os.environ.get("COMFYUI_PYTHON"):
+    pytest.skip(f"no ComfyUI to test against: {HOW_TO}", allow_module_level=True)
+
+
+def _api():
+    spec = importlib.util.spec_from_file_location("api_example", REPO / "scripts" / "api_example.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+api = _api()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, base: Path, process: subprocess.Popen, url: str, log: Path) -> None:
+        self.base, self.process, self.url, self.log = base, process, url, log
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def run(self, graph: dict, timeout: float = 600) -> tuple[dict, list[Path]]:
+        prompt_id = api.queue(self.url, graph)
+        entry = api.wait(self.url, prompt_id, timeout)
+        problem = api.error_of(entry)
+        assert problem is None, f"{problem}\n{self.log_text()[-4000:]}"
+        files = [api.download(self.url, item, self.base / "downloads") for item in api.output_files(entry)]
+        return entry, files
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model_dir):
+    comfy_path = os.environ.get("COMFYUI_PATH")
+    python = os.environ.get("COMFYUI_PYTHON")
+    if not comfy_path or not python:
+        pytest.skip(f"no ComfyUI to test against: {HOW_TO}")
+    comfy_path = Path(comfy_path).expanduser()
+    if not (comfy_path / "main.py").is_file():
+        pytest.skip(f"COMFYUI_PATH={comfy_path} has no main.py: {HOW_TO}")
+
+    from tests.fake_detector import write_fake_buffalo_l
+
+    base = tmp_path_factory.mktemp("comfyui")
+    (base / "custom_nodes").mkdir()
+    (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
+    shutil.copytree(tiny_model_dir, base / "models" / "vexpress" / "tiny")
+    write_fake_buffalo_l(base / "models" / "insightface")
+    shutil.copytree(REPO / "example_workflows" / "input", base / "input")
+    port = _free_port()
+    log = base / "comfyui.log"
+    command = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
+               str(base), "--disable-auto-launch", "--disable-api-nodes"]
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(command, cwd=comfy_path, stdout=handle, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    running = Server(base, process, url, log)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"ComfyUI exited with {process.returncode}:\n{running.log_text()[-4000:]}")
+            try:
+                api.get_json(url, "/object_info/VExpressSampler", timeout=5)
+                break
+            except api.ComfyError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"ComfyUI did not come up in 300 s:\n{running.log_text()[-4000:]}")
+                time.sleep(1)
+        yield running
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def object_info(server):
+    return api.get_json(server.url, "/object_info")
+
+
+def _small(graph: dict, **extra) -> dict:
+    graph = json.loads(json.dumps(graph))
+    for node in graph.values():
+        for key, value in {**SMALL.get(node["class_type"], {}), **extra.get(node["class_type"], {})}.items():
+            if not isinstance(node["inputs"].get(key), list):  # keep links
+                node["inputs"][key] = value
+    return graph
+
+
+def _expected_frames(audio_file: str, fps: float) -> int:
+    import math
+
+    import av
+
+    with av.open(str(REPO / "example_workflows" / "input" / audio_file)) as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(stream))
+        rate = stream.rate
+    return max(1, math.floor(samples * 16000 / rate / 16000 * fps + 0.5))
+
+
+# ------------------------------------------------------------------------------------------ registration
+
+
+def test_pack_loads_and_every_node_has_tooltips(server, object_info):
+    assert "IMPORT FAILED" not in server.log_text()
+    for node_id in PACK_NODES:
+        info = object_info[node_id]
+        assert info["python_module"] == f"custom_nodes.{PACK_FOLDER}", node_id
+        assert info["category"].startswith("V-Express/")
+        assert info["description"]
+        for group in ("required", "optional"):
+            for name, spec in info["input"].get(group, {}).items():
+                assert len(spec) > 1 and spec[1].get("tooltip"), f"{node_id}.{name}"
+        assert all(info["output_tooltips"]), node_id
+    assert object_info["VExpressSaveVideo"]["output_node"] and object_info["VExpressSaveKps"]["output_node"]
+    assert "tiny" in object_info["LoadVExpressModels"]["input"]["required"]["model"][1]["options"]
+    # Core nodes keep their ids (ours never shadow them).
+    assert object_info["SaveVideo"]["python_module"] == "comfy_extras.nodes_video"
+
+
+def test_templates_docs_and_translations_are_served(server):
+    templates = api.get_json(server.url, "/api/workflow_templates")
+    assert sorted(templates[PACK_FOLDER]) == sorted(p.stem for p in (REPO / "example_workflows").glob("*.json"))
+    name = templates[PACK_FOLDER][0]
+    ui = api.get_json(server.url, f"/api/workflow_templates/{PACK_FOLDER}/{name}.json")
+    assert ui["nodes"] and ui["links"]
+    doc = api._request(f"{server.url}/extensions/{PACK_FOLDER}/docs/VExpressSampler.md").decode()
+    assert doc.startswith("# V-Express Sampler")
+    i18n = api.get_json(server.url, "/i18n")
+    for lang in ("en", "de", "zh"):
+        assert "VExpressSampler" in i18n[lang]["nodeDefs"], lang
+
+
+def _ui_to_api(ui: dict, object_info: dict) -> dict:
+    """What the frontend queues for a UI-format workflow (widget values by input order, links by slot)."""
+    links = {link[0]: link for link in ui["links"]}
+    graph = {}
+    for node in ui["nodes"]:
+        if node["type"] == "Note":
+            continue
+        info = object_info[node["type"]]
+        values = list(node["widgets_values"])
+        inputs = {}
+        linked = {item["name"]: links[item["link"]] for item in node["inputs"] if item.get("link") is not None}
+        for group in ("required", "optional"):
+            for name in info["input_order"].get(group, []):
+                spec = info["input"][group][name]
+                kind = spec[0] if isinstance(spec[0], str) else "COMBO"
+                options = spec[1] if len(spec) > 1 else {}
+                if kind in WIDGET_TYPES:
+                    value = values.pop(0)
+                    if options.get("control_after_generate"):
+                        values.pop(0)
+                    if options.get("image_upload") or options.get("video_upload"):
+                        values.pop(0)
+                    if options.get("audio_upload"):
+                        del values[:2]
+                    if name not in linked:
+                        inputs[name] = value
+                if name in linked:
+                    inputs[name] = [str(linked[name][1]), linked[name][2]]
+        graph[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return graph
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "example_workflows").glob("*.json")), ids=lambda p: p.stem)
+def test_ui_workflows_queue_as_their_api_copies(path, object_info):
+    converted = _ui_to_api(json.loads(path.read_text()), object_info)
+    shipped = json.loads((REPO / "example_workflows" / "api" / path.name).read_text())
+    assert converted == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in shipped.items()}
+
+
+# -------------------------------------------------------------------------------------------- generation
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "example_workflows" / "api").glob("*.json")), ids=lambda p: p.stem)
+def test_example_workflow_makes_an_h264_aac_video(server, path):
+    import av
+
+    graph = _small(json.loads(path.read_text()))
+    audio_file = next(n["inputs"]["audio"] for n in graph.values() if n["class_type"] == "LoadAudio")
+    entry, files = server.run(graph)
+    videos = [f for f in files if f.suffix == ".mp4"]
+    assert len(videos) == 1, files
+    save_id = next(k for k, n in graph.items() if n["class_type"] == "VExpressSaveVideo")
+    assert entry["outputs"][save_id]["animated"] == [True]
+    frames = _expected_frames(audio_file, FPS)
+    with av.open(str(videos[0])) as container:
+        video, sound = container.streams.video[0], container.streams.audio[0]
+        assert video.codec_context.name == "h264" and video.codec_context.pix_fmt == "yuv420p"
+        assert sound.codec_context.name == "aac"
+        assert (video.codec_context.width, video.codec_context.height) == (64, 64)
+        assert video.average_rate == Fraction(FPS).limit_denominator(1000)
+        decoded = sum(1 for _ in container.decode(video))
+    assert decoded == frames
+    if any(n["class_type"] == "VExpressSaveKps" for n in graph.values()):
+        assert any(f.suffix == ".npz" for f in (server.base / "output" / "vexpress").iterdir())
+
+
+def test_second_run_reuses_the_loaded_networks(server):
+    graph = _small(json.loads((REPO / "example_workflows" / "api" / "vexpress_any_audio_fix_face.json").read_text()))
+    server.run(_small(graph, VExpressSampler={"seed": 1001}))
+    before = server.log_text().count("Requested to load")
+    entry, _ = server.run(_small(graph, VExpressSampler={"seed": 1002}))
+    cached = next(data["nodes"] for event, data in entry["status"]["messages"] if event == "execution_cached")
+    assert "1" in cached  # the loader's output (the pipe) came from the cache
+    assert server.log_text().count("Requested to load") == before, "networks were loaded again"
+
+
+def test_interrupt_stops_a_long_sampler_run_promptly(server):
+    graph = _small(json.loads((REPO / "example_workflows" / "api" / "vexpress_any_audio_fix_face.json").read_text()),
+                   VExpressSampler={"steps": 500, "seed": 4242})
+    marker = server.log_text().count("sampling ")
+    prompt_id = api.queue(server.url, graph)
+    deadline = time.monotonic() + 300
+    while server.log_text().count("sampling ") == marker:  # the sampler logs "sampling N frames ..." as it starts
+        assert time.monotonic() < deadline, "the sampler never started"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    started = time.monotonic()
+    api.interrupt(server.url)
+    entry = api.wait(server.url, prompt_id, timeout=120)
+    stopped_after = time.monotonic() - started
+    events = [event for event, _ in entry["status"]["messages"]]
+    assert "execution_interrupted" in events, events
+    interrupted = next(data for event, data in entry["status"]["messages"] if event == "execution_interrupted")
+    assert interrupted["node_type"] == "VExpressSampler"
+    assert stopped_after < 20, f"the sampler took {stopped_after:.1f} s to stop"
+    # The server is usable afterwards.
+    api.get_json(server.url, "/queue")

@@ -1,0 +1,434 @@
+"""The ComfyUI nodes through their V3 interface, in-process, with a tiny random-weight model on CPU.
+
+Needs ``COMFYUI_PATH`` (see ``tests/comfy_harness.py``); skipped with a how-to message otherwise. The stages run
+for real: ComfyUI's ``ModelPatcher`` / ``load_models_gpu`` memory management, its ProgressBar hook (with
+previews) and interrupt flag, the insightface stand-in detector, and the H.264 + AAC writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import comfy_harness
+
+pytestmark = pytest.mark.comfyui
+if comfy_harness.comfyui_path() is None:
+    pytest.skip(f"ComfyUI node tests need a ComfyUI checkout: {comfy_harness.HOW_TO}", allow_module_level=True)
+
+FPS = 6.0
+SMALL = {"width": 64, "height": 64}
+SAMPLER_SMALL = {
+    **SMALL, "steps": 2, "guidance_scale": 3.5, "seed": 42, "reference_attention_weight": 1.0,
+    "audio_attention_weight": 1.0, "context_frames": 8, "context_overlap": 2, "compat": "fixed",
+}
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="session")
+def comfy() -> Path:
+    return comfy_harness.import_comfyui()
+
+
+@pytest.fixture(scope="session")
+def pack(comfy):
+    return comfy_harness.import_pack()
+
+
+@pytest.fixture(scope="session")
+def node(pack):
+    """``node("kps")`` -> the pack's ``nodes.kps`` module."""
+    return lambda name: importlib.import_module(f"{comfy_harness.PACK_MODULE}.nodes.{name}")
+
+
+@pytest.fixture(scope="session")
+def dirs(pack, tmp_path_factory, tiny_model_dir):
+    return comfy_harness.setup_folders(tmp_path_factory.mktemp("comfy"), tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def pipe(node, dirs):
+    return node("loader").LoadVExpressModels.execute(model="tiny", dtype="auto", offload="auto",
+                                                      download_missing=False)[0]
+
+
+@pytest.fixture(scope="session")
+def audio():
+    """The shipped example speech as a core AUDIO (16 kHz mono, about 3.5 s)."""
+    import torch
+
+    from vexpress_model.inputs.audio import decode_audio
+
+    decoded = decode_audio(comfy_harness.REPO_ROOT / "example_workflows" / "input" / "vexpress_speech.wav")
+    return {"waveform": torch.from_numpy(decoded.waveform)[None], "sample_rate": decoded.sample_rate}
+
+
+@pytest.fixture(scope="session")
+def portrait():
+    import torch
+    from PIL import Image
+
+    image = Image.open(comfy_harness.REPO_ROOT / "example_workflows" / "input" / "vexpress_portrait.jpg")
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)[None]
+
+
+@pytest.fixture(scope="session")
+def embeds(node, pipe, audio):
+    return node("audio").VExpressAudioEmbed.execute(pipe=pipe, audio=audio, fps=FPS)
+
+
+@pytest.fixture(scope="session")
+def fix_face_kps(node, portrait, embeds):
+    return node("kps").VExpressRetargetKps.execute(
+        reference_image=portrait, strategy="fix_face", frame_count=embeds[2], fps=embeds[3], compat="fixed", **SMALL
+    )
+
+
+def run_sampler(node, pipe, portrait, kps, embeds, **overrides):
+    settings = {**SAMPLER_SMALL, **overrides}
+    return node("sampler").VExpressSampler.execute(
+        pipe=pipe, reference_image=portrait, kps=kps, audio_embeds=embeds[0], **settings
+    )
+
+
+@pytest.fixture(scope="session")
+def generated(node, pipe, portrait, embeds, fix_face_kps):
+    """One sampler run, watched: its ProgressBar updates (the server's hook) and its load_models_gpu calls."""
+    import comfy.model_management as mm
+    import comfy.utils
+
+    events: list[tuple[int, int, object]] = []
+    calls: list[tuple[list[str], int, bool]] = []
+    original = mm.load_models_gpu
+
+    def spy(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None, force_full_load=False):
+        calls.append(([m.model.role for m in models], memory_required, force_full_load))
+        return original(models, memory_required=memory_required, force_patch_weights=force_patch_weights,
+                        minimum_memory_required=minimum_memory_required, force_full_load=force_full_load)
+
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, **_: events.append((value, total, preview)))
+    mm.load_models_gpu = spy
+    try:
+        images, fps = run_sampler(node, pipe, portrait, fix_face_kps[0], embeds)
+    finally:
+        mm.load_models_gpu = original
+        comfy.utils.set_progress_bar_global_hook(previous)
+    return {"images": images, "fps": fps, "events": events, "calls": calls}
+
+
+# ------------------------------------------------------------------------------------------- registration
+
+
+def test_entrypoint_lists_every_node_with_unique_pack_ids(pack, node):
+    from comfy_api.latest import ComfyExtension
+
+    extension = asyncio.run(pack.comfy_entrypoint())
+    assert isinstance(extension, ComfyExtension)
+    classes = asyncio.run(extension.get_node_list())
+    ids = [cls.GET_SCHEMA().node_id for cls in classes]
+    assert ids == [
+        "LoadVExpressModels", "VExpressAudioEmbed", "VExpressExtractKps", "VExpressLoadKps", "VExpressSaveKps",
+        "VExpressRetargetKps", "VExpressSampler", "VExpressSaveVideo",
+    ]
+    assert all(i == "LoadVExpressModels" or i.startswith("VExpress") for i in ids)
+    for cls in classes:
+        schema = cls.GET_SCHEMA()
+        assert schema.category.startswith("V-Express/")
+        assert schema.description and len(schema.description) > 40
+
+
+def test_every_input_and_output_has_a_tooltip(pack):
+    classes = asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())
+    for cls in classes:
+        info = cls.GET_NODE_INFO_V1()
+        for group in ("required", "optional"):
+            for name, spec in info["input"].get(group, {}).items():
+                assert spec[1].get("tooltip"), f"{cls.__name__}.{name} has no tooltip"
+        assert all(info["output_tooltips"]), f"{cls.__name__} has an output without tooltip"
+
+
+def test_locale_en_matches_the_schemas(pack):
+    """locales/en/nodeDefs.json repeats the schema texts (the frontend prefers the locale's)."""
+    locale = json.loads((comfy_harness.REPO_ROOT / "locales" / "en" / "nodeDefs.json").read_text())
+    classes = asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())
+    assert set(locale) == {cls.GET_SCHEMA().node_id for cls in classes}
+    for cls in classes:
+        schema = cls.GET_SCHEMA()
+        entry = locale[schema.node_id]
+        assert entry["display_name"] == schema.display_name
+        assert entry["description"] == schema.description
+        for item in schema.inputs:
+            assert entry["inputs"][item.id] == {"name": item.display_name or item.id, "tooltip": item.tooltip}
+        for index, item in enumerate(schema.outputs):
+            assert entry["outputs"][str(index)] == {"name": item.display_name, "tooltip": item.tooltip}
+
+
+def test_model_folders_registered_and_listed(node, dirs):
+    import folder_paths
+
+    for key in ("vexpress", "vae", "transformers", "audio_encoders", "insightface"):
+        assert folder_paths.get_folder_paths(key), key
+    assert "tiny" in node("loader").model_folder_options()
+
+
+# ---------------------------------------------------------------------------------------------- generation
+
+
+def test_fix_face_video_end_to_end(node, dirs, embeds, generated):
+    import av
+
+    images, fps = generated["images"], generated["fps"]
+    assert images.shape == (embeds[2], 64, 64, 3) and images.dtype.is_floating_point
+    assert fps == FPS and float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    out = node("video").VExpressSaveVideo.execute(images=images, audio=embeds[1], fps=fps,
+                                                   filename_prefix="vexpress/test", crf=23)
+    item = out.ui.as_dict()["images"][0]
+    assert item["subfolder"] == "vexpress" and item["type"] == "output"
+    assert item["filename"].startswith("test_") and item["filename"].endswith("_.mp4")
+    path = dirs["output"] / "vexpress" / item["filename"]
+    with av.open(str(path)) as container:
+        video, sound = container.streams.video[0], container.streams.audio[0]
+        assert video.codec_context.name == "h264" and sound.codec_context.name == "aac"
+        assert video.average_rate == Fraction(FPS) and video.frames == embeds[2]
+    assert out.args[0].get_dimensions() == (64, 64)  # the VIDEO output (VideoFromFile)
+
+
+
+def test_progress_counts_unet_calls_and_shows_previews(generated):
+    events = generated["events"]
+    assert events and events[-1][0] == events[-1][1]
+    assert [value for value, _, _ in events] == sorted(value for value, _, _ in events)
+    previews = [p for _, _, p in events if p is not None]
+    assert len(previews) == SAMPLER_SMALL["steps"] and previews[0][0] == "JPEG"
+
+
+def test_frames_work_with_core_create_video(embeds, generated, tmp_path):
+    import av
+    from comfy_extras.nodes_video import CreateVideo
+
+    video = CreateVideo.execute(images=generated["images"], fps=generated["fps"], audio=embeds[1])[0]
+    video.save_to(str(tmp_path / "core.mp4"))
+    with av.open(str(tmp_path / "core.mp4")) as container:
+        assert {s.type for s in container.streams} == {"video", "audio"}
+        assert container.streams.video[0].frames == embeds[2]
+
+
+def test_each_stage_goes_through_load_models_gpu(generated):
+    calls = generated["calls"]
+    roles = [tuple(r) for r, _, _ in calls]
+    assert roles == [("vae", "reference_net"), ("kps_guider",), ("audio_projection",), ("denoising_unet",), ("vae",)]
+    assert all(full for _, _, full in calls)
+    assert dict(zip(roles, (m for _, m, _ in calls)))[("denoising_unet",)] > 0
+
+
+def test_networks_left_off_the_device_are_moved_for_their_stage_only(node, pipe, monkeypatch):
+    """--novram / --lowvram: ComfyUI may leave a plain module on the offload device; it runs on the device for its
+    stage and goes back right after (simulated: load_models_gpu does nothing, the load device is 'cuda')."""
+    import comfy.model_management as mm
+    import torch
+
+    placement_mod = node("placement")
+    moves = []
+
+    class Network(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def to(self, device):
+            moves.append(str(device))
+            return self
+
+    class Patcher:
+        load_device = torch.device("cuda", 0)
+        offload_device = torch.device("cpu")
+
+        def __init__(self, role):
+            self.model = placement_mod._patcher_root_class(role)(role, Network())
+
+    patchers = {"kps_guider": Patcher("kps_guider"), "vae": Patcher("vae")}
+    monkeypatch.setattr(mm, "load_models_gpu", lambda *a, **k: None)
+    placement = placement_mod.ComfyPlacement(patchers)
+    placement.enter_stage("kps", {"kps_guider": patchers["kps_guider"].model.network})
+    assert moves == ["cuda:0"]
+    placement.enter_stage("decode", {"vae": patchers["vae"].model.network})
+    assert moves == ["cuda:0", "cpu", "cuda:0"]  # the guider went back before the VAE came
+    placement.finish()
+    assert moves[-1] == "cpu" and not placement._forced
+
+
+def test_second_run_reuses_the_loaded_models(node, pipe, portrait, embeds, fix_face_kps, generated, monkeypatch):
+    import comfy.model_patcher
+
+    loads = []
+    original = comfy.model_patcher.ModelPatcher.load
+
+    def spy(self, *args, **kwargs):
+        loads.append(self.model.role)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(comfy.model_patcher.ModelPatcher, "load", spy)
+    run_sampler(node, pipe, portrait, fix_face_kps[0], embeds, seed=7)
+    assert loads == [], f"networks were loaded again: {loads}"
+
+
+def test_offload_mode_takes_networks_off_after_the_run(node, dirs, portrait, embeds, fix_face_kps):
+    import comfy.model_management as mm
+
+    pipe = node("loader").LoadVExpressModels.execute(model="tiny", dtype="fp32", offload="offload",
+                                                      download_missing=False)[0]
+    assert pipe.offload
+    run_sampler(node, pipe, portrait, fix_face_kps[0], embeds)
+    loaded = {id(item.model) for item in mm.current_loaded_models}
+    assert not loaded & {id(p) for p in pipe.patchers.values()}
+
+
+def test_cancel_stops_the_sampler_within_one_unet_call(node, pipe, portrait, embeds, fix_face_kps, monkeypatch):
+    import comfy.model_management as mm
+    import comfy.utils
+
+    unet = pipe.models.denoising_unet
+    calls = {"unet": 0}
+    original_forward = unet.forward
+
+    def counting_forward(*args, **kwargs):
+        calls["unet"] += 1
+        if calls["unet"] == 2:
+            mm.interrupt_current_processing(True)  # what POST /interrupt does
+        return original_forward(*args, **kwargs)
+
+    monkeypatch.setattr(unet, "forward", counting_forward)
+    previous = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(lambda *a, **k: mm.throw_exception_if_processing_interrupted())
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            run_sampler(node, pipe, portrait, fix_face_kps[0], embeds, steps=50)
+    finally:
+        comfy.utils.set_progress_bar_global_hook(previous)
+        mm.interrupt_current_processing(False)
+    assert calls["unet"] == 2
+
+
+def test_original_compat_and_median_filter_run(node, pipe, portrait, embeds, fix_face_kps):
+    images, fps = run_sampler(node, pipe, portrait, fix_face_kps[0], embeds, compat="original", median_filter="auto")
+    assert images.shape[0] == embeds[2] and fps == FPS
+
+
+# --------------------------------------------------------------------------------------------------- audio
+
+
+def test_audio_embed_outputs(embeds, audio):
+    features, used, frames, fps = embeds
+    assert frames == round(audio["waveform"].shape[-1] / 16000 * FPS) and fps == FPS
+    assert used["sample_rate"] == audio["sample_rate"] and used["waveform"].shape == audio["waveform"].shape
+    assert features.num_frames == frames and features.features.ndim == 2
+
+
+def test_audio_embed_stereo_44k_and_missing_audio(node, pipe):
+    import torch
+
+    from tests import media
+    from vexpress_model.errors import InputError
+
+    stereo = {"waveform": torch.from_numpy(media.speech_like(1.5, 44100, channels=2))[None], "sample_rate": 44100}
+    features, used, frames, fps = node("audio").VExpressAudioEmbed.execute(pipe=pipe, audio=stereo, fps=25.0)
+    assert frames == round(1.5 * 25) and used["waveform"].shape[1] == 2
+    with pytest.raises(InputError, match="no audio"):
+        node("audio").VExpressAudioEmbed.execute(pipe=pipe, audio=None, fps=25.0)
+
+
+# ----------------------------------------------------------------------------------------------------- kps
+
+
+def test_extract_kps_from_images_and_video(node, dirs, portrait):
+    from comfy_api.latest import InputImpl
+
+    frames = portrait.repeat(5, 1, 1, 1)
+    track, preview = node("kps").VExpressExtractKps.execute(images=frames, fps=12.5, face="largest")
+    assert track.num_frames == 5 and track.fps == 12.5 and (track.width, track.height) == (512, 512)
+    assert preview.shape[0] == 5 and preview.shape[-1] == 3
+    video = InputImpl.VideoFromFile(str(dirs["input"] / "vexpress_driving.mp4"))
+    track, _ = node("kps").VExpressExtractKps.execute(video=video, fps=1.0, face="most_confident")
+    assert track.num_frames == 30 and track.fps == pytest.approx(10.0) and track.width == 256
+
+
+def test_retarget_strategies(node, portrait, dirs):
+    from vexpress_model.inputs.kps import load_kps
+
+    driving = load_kps(dirs["input"] / "vexpress_driving_other_kps.pth")
+    import dataclasses
+
+    driving = dataclasses.replace(driving, fps=30.0, width=512, height=512)
+    retarget = node("kps").VExpressRetargetKps
+    for strategy in ("no_retarget", "offset_retarget", "naive_retarget"):
+        track, preview = retarget.execute(reference_image=portrait, strategy=strategy, frame_count=20, fps=10.0,
+                                          compat="fixed", driving_kps=driving, **SMALL)
+        assert track.num_frames == 20 and track.fps == 10.0 and (track.width, track.height) == (64, 64)
+        assert preview.shape[0] == 20
+    keep, _ = retarget.execute(reference_image=portrait, strategy="no_retarget", frame_count=0, fps=10.0,
+                               compat="original", driving_kps=driving, width=512, height=512)
+    assert keep.num_frames == driving.num_frames and np.allclose(keep.points, driving.points)
+    with pytest.raises(Exception, match="driving kps"):
+        retarget.execute(reference_image=portrait, strategy="offset_retarget", frame_count=10, fps=10.0,
+                         compat="fixed", **SMALL)
+
+
+def test_save_and_load_kps_in_every_format(node, dirs, fix_face_kps):
+    import dataclasses
+
+    track = dataclasses.replace(fix_face_kps[0], fps=12.0)
+    kps_nodes = node("kps")
+    for fmt, suffix in (("npz", ".npz"), ("json", ".json"), ("pth (original)", ".pth")):
+        out = kps_nodes.VExpressSaveKps.execute(kps=track, filename_prefix="kps/roundtrip", format=fmt)
+        shown = out.ui.as_dict()["text"][0]
+        name = shown.split(" ")[0]
+        assert name.endswith(suffix)
+        saved = dirs["output"] / name
+        (dirs["input"] / saved.name).write_bytes(saved.read_bytes())
+        assert saved.name in kps_nodes._kps_files()
+        assert kps_nodes.VExpressLoadKps.validate_inputs(kps_file=saved.name) is True
+        loaded, _ = kps_nodes.VExpressLoadKps.execute(kps_file=saved.name, fps_if_unknown=30.0)
+        assert np.allclose(loaded.points, track.points)
+        assert loaded.fps == (30.0 if suffix == ".pth" else 12.0)
+    assert kps_nodes.VExpressLoadKps.validate_inputs(kps_file="missing.npz") != True  # noqa: E712
+
+
+def test_face_nodes_say_what_is_missing_without_insightface(node, portrait, monkeypatch):
+    import sys
+
+    from vexpress_model.errors import VExpressError
+
+    monkeypatch.setitem(sys.modules, "insightface", None)
+    monkeypatch.setitem(sys.modules, "insightface.model_zoo", None)
+    with pytest.raises(VExpressError, match="pip install insightface"):
+        node("kps").VExpressRetargetKps.execute(reference_image=portrait, strategy="fix_face", frame_count=3,
+                                                fps=10.0, compat="fixed", **SMALL)
+
+
+# -------------------------------------------------------------------------------------------------- loader
+
+
+def test_loader_reports_missing_files_with_urls_and_paths(node, dirs):
+    import folder_paths
+
+    from vexpress_model.errors import ModelFolderError
+
+    empty = dirs["models"] / "vexpress" / "empty"
+    (empty / "v-express").mkdir(parents=True)
+    (empty / "v-express" / "denoising_unet.bin").write_bytes(b"")  # listed, but incomplete
+    assert "empty" in node("loader").model_folder_options()
+    with pytest.raises(ModelFolderError) as error:
+        node("loader").LoadVExpressModels.execute(model="empty", dtype="fp32", offload="auto", download_missing=False)
+    message = str(error.value)
+    assert "https://huggingface.co/tk93/V-Express/resolve/main/reference_net.bin" in message
+    assert str(empty / "reference_net.bin") in message or str(empty / "v-express" / "reference_net.bin") in message
+    assert folder_paths.get_folder_paths("vexpress")

@@ -1,0 +1,303 @@
+"""The node pack's files checked without ComfyUI (these run in CI): import safety, schemas read from the source,
+locales, node docs, and the example workflows in both formats."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NODE_FILES = sorted((REPO / "nodes").glob("*.py"))
+WORKFLOWS = REPO / "example_workflows"
+LANGUAGES = ("en", "de", "zh")
+# Core node types the example workflows may use besides the pack's own.
+CORE_TYPES = {"LoadImage", "LoadAudio", "LoadVideo", "PreviewImage", "CreateVideo", "SaveVideo", "Note"}
+FILE_WIDGETS = {"LoadImage": "image", "LoadAudio": "audio", "LoadVideo": "file", "VExpressLoadKps": "kps_file"}
+
+
+# ------------------------------------------------------------------------------------------- the source
+
+
+def _schema_calls() -> dict[str, dict]:
+    """node_id -> {display_name, inputs: [(id, has_tooltip)], outputs: [has_tooltip]} read from nodes/*.py."""
+    found: dict[str, dict] = {}
+    for path in NODE_FILES:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for call in ast.walk(tree):
+            if not (isinstance(call, ast.Call) and getattr(call.func, "attr", None) == "Schema"):
+                continue
+            kwargs = {k.arg: k.value for k in call.keywords}
+            node_id = ast.literal_eval(kwargs["node_id"])
+            entry = {"display_name": ast.literal_eval(kwargs["display_name"]), "inputs": [], "outputs": [],
+                     "file": path.name}
+            for group in ("inputs", "outputs"):
+                for item in getattr(kwargs.get(group), "elts", []):
+                    keywords = {k.arg for k in item.keywords}
+                    ident = ast.literal_eval(item.args[0]) if item.args else None
+                    entry[group].append((ident, "tooltip" in keywords))
+            found[node_id] = entry
+    return found
+
+
+SCHEMAS = _schema_calls()
+
+
+def test_node_ids_carry_the_pack_name():
+    assert set(SCHEMAS) == {
+        "LoadVExpressModels", "VExpressAudioEmbed", "VExpressExtractKps", "VExpressLoadKps", "VExpressSaveKps",
+        "VExpressRetargetKps", "VExpressSampler", "VExpressSaveVideo",
+    }
+    display = {node: entry["display_name"] for node, entry in SCHEMAS.items()}
+    assert display["VExpressExtractKps"] == "ExtractKps" and display["VExpressRetargetKps"] == "RetargetKps"
+    assert display["VExpressAudioEmbed"] == "AudioEmbed" and display["VExpressSaveVideo"] == "SaveVideo"
+
+
+def test_every_input_and_output_has_a_tooltip_in_the_source():
+    for node, entry in SCHEMAS.items():
+        for ident, has_tooltip in entry["inputs"] + entry["outputs"]:
+            assert has_tooltip, f"{node}: {ident} has no tooltip"
+
+
+def test_only_the_shim_imports_comfyui():
+    comfy_modules = ("comfy", "comfy_api", "folder_paths", "comfy_extras", "latent_preview", "nodes", "server")
+    for path in NODE_FILES + [REPO / "__init__.py"]:
+        if path.name == "_comfy.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for item in ast.walk(tree):
+            names = []
+            if isinstance(item, ast.Import):
+                names = [alias.name for alias in item.names]
+            elif isinstance(item, ast.ImportFrom) and item.level == 0 and item.module:
+                names = [item.module]
+            for name in names:
+                if name.split(".")[0] in comfy_modules:
+                    pytest.fail(f"{path.name} imports {name}; ComfyUI is imported only in nodes/_comfy.py")
+
+
+def test_pack_imports_outside_comfyui_without_heavy_modules():
+    code = (
+        "import importlib.util, sys\n"
+        f"spec = importlib.util.spec_from_file_location('vx_pack_probe', {str(REPO / '__init__.py')!r},"
+        f" submodule_search_locations=[{str(REPO)!r}])\n"
+        "module = importlib.util.module_from_spec(spec); sys.modules['vx_pack_probe'] = module\n"
+        "spec.loader.exec_module(module)\n"
+        "print(module.WEB_DIRECTORY, hasattr(module, 'comfy_entrypoint'),"
+        " [m for m in ('torch', 'numpy', 'insightface', 'onnxruntime', 'av') if m in sys.modules])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True)
+    assert result.stdout.strip() == "./web False []", result.stderr
+
+
+# ----------------------------------------------------------------------------------------- docs and locales
+
+
+def test_every_node_has_a_doc_page():
+    for node in SCHEMAS:
+        page = REPO / "web" / "docs" / f"{node}.md"
+        assert page.is_file(), f"missing {page}"
+        assert page.read_text().startswith("# "), page
+
+
+def _locale(lang: str, name: str) -> dict:
+    return json.loads((REPO / "locales" / lang / name).read_text(encoding="utf-8"))
+
+
+def test_locales_cover_every_node_input_and_output():
+    english = _locale("en", "nodeDefs.json")
+    assert set(english) == set(SCHEMAS)
+    for node, entry in SCHEMAS.items():
+        assert entry["display_name"] == english[node]["display_name"]
+        assert sorted(i for i, _ in entry["inputs"]) == sorted(english[node]["inputs"]), node
+        assert len(entry["outputs"]) == len(english[node]["outputs"]), node
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_translations_have_exactly_the_english_keys(lang):
+    english = _locale("en", "nodeDefs.json")
+    other = _locale(lang, "nodeDefs.json")
+    assert set(other) == set(english)
+    for node, entry in english.items():
+        assert other[node]["display_name"] and other[node]["description"]
+        for group in ("inputs", "outputs"):
+            assert set(other[node][group]) == set(entry[group]), f"{lang} {node} {group}"
+            for key, value in other[node][group].items():
+                assert value["name"] and value["tooltip"], f"{lang} {node} {group} {key}"
+    assert "nodeCategories" in _locale(lang, "main.json")
+
+
+# ------------------------------------------------------------------------------------------------ workflows
+
+
+def _ui_workflows() -> list[Path]:
+    return sorted(WORKFLOWS.glob("*.json"))
+
+
+def test_five_scenarios_each_with_thumbnail_and_api_copy():
+    names = [path.stem for path in _ui_workflows()]
+    assert len(names) == 5
+    for name in names:
+        assert any((WORKFLOWS / f"{name}{ext}").is_file() for ext in (".jpg", ".png", ".webp")), name
+        assert (WORKFLOWS / "api" / f"{name}.json").is_file(), name
+
+
+@pytest.mark.parametrize("path", _ui_workflows(), ids=lambda p: p.stem)
+def test_ui_and_api_workflows_describe_the_same_graph(path):
+    ui = json.loads(path.read_text())
+    api = json.loads((WORKFLOWS / "api" / path.name).read_text())
+    nodes = {str(n["id"]): n for n in ui["nodes"] if n["type"] != "Note"}
+    assert set(nodes) == set(api)
+    links = {link[0]: link for link in ui["links"]}
+    for node_id, entry in api.items():
+        ui_node = nodes[node_id]
+        assert ui_node["type"] == entry["class_type"]
+        assert entry["class_type"] in SCHEMAS or entry["class_type"] in CORE_TYPES
+        api_links = {name: value for name, value in entry["inputs"].items() if isinstance(value, list)}
+        ui_links = {}
+        for slot, item in enumerate(ui_node["inputs"]):
+            if item.get("link") is not None:
+                link = links[item["link"]]
+                assert link[3] == ui_node["id"] and link[4] == slot
+                ui_links[item["name"]] = [str(link[1]), link[2]]
+        assert ui_links == api_links, f"{path.stem} node {node_id}"
+        widgets = [v for k, v in entry["inputs"].items() if not isinstance(v, list)]
+        values = list(ui_node["widgets_values"])
+        for value in widgets:  # the API values appear in the UI widgets, in order
+            assert value in values, f"{path.stem} node {node_id}: {value!r} not in {values}"
+            values = values[values.index(value) + 1 :]
+
+
+@pytest.mark.parametrize("path", sorted((WORKFLOWS / "api").glob("*.json")), ids=lambda p: p.stem)
+def test_api_workflows_use_the_shipped_inputs(path):
+    graph = json.loads(path.read_text())
+    assert any(n["class_type"] == "VExpressSaveVideo" for n in graph.values())
+    for node in graph.values():
+        widget = FILE_WIDGETS.get(node["class_type"])
+        if widget:
+            assert (WORKFLOWS / "input" / node["inputs"][widget]).is_file(), node["inputs"][widget]
+    for item in (WORKFLOWS / "input").iterdir():
+        assert item.stat().st_size < 400_000, f"{item.name} is too large to ship"
+
+
+def test_the_manual_scenarios_are_all_there():
+    graphs = {p.stem: json.loads(p.read_text()) for p in (WORKFLOWS / "api").glob("*.json")}
+
+    def inputs(graph, class_type):
+        return [n["inputs"] for n in graph.values() if n["class_type"] == class_type]
+
+    strategies = {name: inputs(g, "VExpressRetargetKps")[0]["strategy"] for name, g in graphs.items()}
+    assert strategies["vexpress_same_person_no_retarget"] == "no_retarget"
+    assert strategies["vexpress_any_audio_fix_face"] == "fix_face"
+    assert strategies["vexpress_other_person_offset_retarget"] == "offset_retarget"
+    weights = inputs(graphs["vexpress_custom_attention_weights"], "VExpressSampler")[0]
+    assert (weights["reference_attention_weight"], weights["audio_attention_weight"]) == (0.95, 3.0)
+    assert inputs(graphs["vexpress_long_audio_offload"], "LoadVExpressModels")[0]["offload"] == "offload"
+    assert inputs(graphs["vexpress_same_person_no_retarget"], "VExpressExtractKps")
+    assert inputs(graphs["vexpress_other_person_offset_retarget"], "VExpressLoadKps")[0]["kps_file"].endswith(".pth")
+
+
+# --------------------------------------------------------------------------------------- the API example
+
+
+def _load_api_example():
+    spec = importlib.util.spec_from_file_location("api_example", REPO / "scripts" / "api_example.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_api_example_uses_only_the_standard_library():
+    tree = ast.parse((REPO / "scripts" / "api_example.py").read_text())
+    modules = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    modules |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert modules <= set(sys.stdlib_module_names) | {"__future__"}, modules
+
+
+@pytest.fixture
+def fake_comfyui(tmp_path):
+    """A minimal stand-in for ComfyUI's HTTP API (upload, prompt, history, view, interrupt) in a thread."""
+    import threading
+    import urllib.parse
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    state = {"uploads": {}, "prompts": {}, "interrupts": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _reply(self, code, payload, raw=False):
+            body = payload if raw else json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if self.path == "/upload/image":
+                marker = b'filename="'
+                name = body[body.index(marker) + len(marker):].split(b'"')[0].decode()
+                content = body.split(b"\r\n\r\n")[-1].rsplit(b"\r\n--", 1)[0]
+                state["uploads"][name] = content
+                return self._reply(200, {"name": name, "subfolder": "", "type": "input"})
+            if self.path == "/prompt":
+                graph = json.loads(body)["prompt"]
+                if "bad" in json.dumps(graph):
+                    return self._reply(400, {"error": {"message": "invalid"}, "node_errors": {"1": {}}})
+                state["prompts"]["p1"] = graph
+                return self._reply(200, {"prompt_id": "p1", "number": 0, "node_errors": {}})
+            if self.path == "/interrupt":
+                state["interrupts"] += 1
+                return self._reply(200, {})
+            return self._reply(404, {})
+
+        def do_GET(self):
+            if self.path.startswith("/history/"):
+                entry = {"status": {"status_str": "success", "completed": True, "messages": []},
+                         "outputs": {"8": {"images": [{"filename": "V_00001_.mp4", "subfolder": "vexpress",
+                                                       "type": "output"}], "animated": [True]}}}
+                return self._reply(200, {"p1": entry})
+            if self.path.startswith("/view?"):
+                query = urllib.parse.parse_qs(self.path.split("?", 1)[1])
+                assert query["type"] == ["output"] and query["subfolder"] == ["vexpress"]
+                return self._reply(200, b"mp4 bytes", raw=True)
+            return self._reply(404, {})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", state
+    server.shutdown()
+
+
+def test_api_example_uploads_queues_waits_and_downloads(fake_comfyui, tmp_path):
+    url, state = fake_comfyui
+    api = _load_api_example()
+    workflow = tmp_path / "wf.json"
+    workflow.write_text((WORKFLOWS / "api" / "vexpress_any_audio_fix_face.json").read_text())
+    speech = tmp_path / "speech.wav"
+    speech.write_bytes(b"RIFF....WAVE")
+    code = api.main([str(workflow), "--url", url, "--upload", str(speech), "--set", "2.audio=speech.wav",
+                     "--set", "7.steps=3", "--out", str(tmp_path / "out")])
+    assert code == 0
+    assert state["uploads"] == {"speech.wav": b"RIFF....WAVE"}
+    assert state["prompts"]["p1"]["2"]["inputs"]["audio"] == "speech.wav"
+    assert state["prompts"]["p1"]["7"]["inputs"]["steps"] == 3
+    assert (tmp_path / "out" / "vexpress" / "V_00001_.mp4").read_bytes() == b"mp4 bytes"
+
+
+def test_api_example_reports_rejections_and_ui_format(fake_comfyui, tmp_path):
+    url, _state = fake_comfyui
+    api = _load_api_example()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"1": {"class_type": "bad", "inputs": {}}}))
+    assert api.main([str(bad), "--url", url, "--out", str(tmp_path)]) == 2
+    assert api.main([str(WORKFLOWS / "vexpress_any_audio_fix_face.json"), "--url", url]) == 2
+    assert api.main([str(bad), "--url", "http://127.0.0.1:9", "--out", str(tmp_path)]) == 5
