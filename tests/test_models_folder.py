@@ -204,6 +204,81 @@ def test_hf_clone_and_parent_layouts(tiny_model_dir, tmp_path):
     assert resolve_model_paths(parent).vexpress_dir == tiny_model_dir / "v-express"
 
 
+def _hf_clone(tiny_model_dir: Path, clone: Path) -> Path:
+    """The shape of a plain ``git clone https://huggingface.co/tk93/V-Express``: the five files at the top,
+    ``model_ckpts/`` with the sub-folders and an *empty* ``v-express/`` (its files are copies, so tests may delete)."""
+    ckpts = clone / "model_ckpts"
+    (ckpts / "v-express").mkdir(parents=True)
+    for entry in tiny_model_dir.iterdir():
+        if entry.name != "v-express":
+            (ckpts / entry.name).symlink_to(entry, target_is_directory=True)
+    for name in VX_FILES:
+        shutil.copyfile(tiny_model_dir / "v-express" / f"{name}.bin", clone / f"{name}.bin")
+    # The tiny widths need their constants; the real clone uses the built-in defaults instead.
+    shutil.copyfile(tiny_model_dir / "v-express" / "vexpress_config.json", clone / "vexpress_config.json")
+    (clone / "README.md").write_text("V-Express\n")
+    return clone
+
+
+def test_hf_clone_with_an_empty_v_express_folder(tiny_model_dir, tmp_path):
+    clone = _hf_clone(tiny_model_dir, tmp_path / "V-Express")
+    paths = resolve_model_paths(clone)
+    assert not paths.missing(), paths.missing()
+    assert all(getattr(paths, name) == clone / f"{name}.bin" for name in VX_FILES)
+    assert paths.vexpress_dir == clone and paths.layout == "flat"
+    ckpts = clone / "model_ckpts"
+    assert paths.unet_config == ckpts / "stable-diffusion-v1-5" / "unet" / "config.json"
+    assert paths.vae == ckpts / "sd-vae-ft-mse" and paths.wav2vec2 == ckpts / "wav2vec2-base-960h"
+    assert paths.vexpress_config == clone / "vexpress_config.json"
+    models = load_vexpress_models(clone, "fp32", "cpu")
+    reference = load_vexpress_models(tiny_model_dir, "fp32", "cpu")
+    for name in ("reference_net", "audio_projection", "kps_guider", "denoising_unet"):
+        ours, ref = getattr(models, name).state_dict(), getattr(reference, name).state_dict()
+        assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ours), name
+    # The parent of model_ckpts/ given directly finds the same sub-folders.
+    assert resolve_model_paths(ckpts).vae == ckpts / "sd-vae-ft-mse"
+
+
+def test_hf_clone_insightface_under_model_ckpts(tiny_model_dir, tmp_path):
+    from tests.fake_detector import write_fake_buffalo_l
+
+    clone = _hf_clone(tiny_model_dir, tmp_path / "V-Express")
+    write_fake_buffalo_l(clone / "model_ckpts" / "insightface_models")
+    assert resolve_model_paths(clone).insightface_root == clone / "model_ckpts" / "insightface_models"
+
+
+def test_hf_clone_prefers_the_v_express_folder_per_file(tiny_model_dir, tmp_path):
+    clone = _hf_clone(tiny_model_dir, tmp_path / "V-Express")
+    vx = clone / "model_ckpts" / "v-express"
+    shutil.copyfile(clone / "motion_module.bin", vx / "motion_module.bin")
+    (clone / "audio_projection.bin").rename(vx / "audio_projection.bin")
+    paths = resolve_model_paths(clone)
+    assert not paths.missing()
+    assert paths.motion_module == vx / "motion_module.bin" and paths.audio_projection == vx / "audio_projection.bin"
+    assert paths.denoising_unet == clone / "denoising_unet.bin"
+    assert paths.vexpress_dir == clone  # most files are at the top: missing ones would go there too
+    # All five in v-express/: the released layout, whatever lies at the top.
+    for name in ("denoising_unet", "reference_net", "v_kps_guider"):
+        shutil.copyfile(clone / f"{name}.bin", vx / f"{name}.bin")
+    paths = resolve_model_paths(clone)
+    assert all(getattr(paths, name) == vx / f"{name}.bin" for name in VX_FILES)
+    assert paths.layout == "released" and paths.vexpress_dir == vx
+
+
+def test_hf_clone_missing_file_lists_every_place_searched(tiny_model_dir, tmp_path):
+    clone = _hf_clone(tiny_model_dir, tmp_path / "V-Express")
+    (clone / "motion_module.bin").unlink()
+    paths = resolve_model_paths(clone)
+    assert len(paths.missing()) == 1 and paths.missing()[0].startswith("motion_module weights")
+    vx = clone / "model_ckpts" / "v-express"
+    assert paths.searched["motion_module"] == (vx, clone)
+    with pytest.raises(ModelFolderError) as info:
+        load_vexpress_models(clone, "fp32", "cpu")
+    message = str(info.value)
+    assert "motion_module.bin" in message and f"{vx}, {clone})" in message
+    assert "denoising_unet" not in message
+
+
 def test_missing_folder_and_parts(tmp_path):
     with pytest.raises(ModelFolderError, match="model folder not found"):
         resolve_model_paths(tmp_path / "nope")
@@ -213,6 +288,8 @@ def test_missing_folder_and_parts(tmp_path):
     message = str(info.value)
     assert all(f"{name}.bin" in message for name in VX_FILES)
     assert "sd-vae-ft-mse" in message and "wav2vec2-base-960h" in message
+    # Every place searched for each V-Express file: v-express/ and the folder itself.
+    assert message.count(f"looked in: {tmp_path / 'v-express'}, {tmp_path})") == len(VX_FILES)
 
 
 def test_vexpress_config_is_validated(tiny_model_dir, tmp_path):

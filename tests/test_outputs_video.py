@@ -192,3 +192,40 @@ def test_nothing_appears_under_the_name_before_close(tmp_path: Path) -> None:
     assert not target.exists()
     assert writer.close() == target and target.is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def test_metadata_is_written_into_the_container(tmp_path: Path) -> None:
+    """ComfyUI's prompt and workflow JSON (any key, non-ASCII included) survive a round trip through PyAV."""
+    import json
+
+    prompt = json.dumps({"3": {"class_type": "VExpressSampler", "inputs": {"seed": 42, "text": "café"}}},
+                        ensure_ascii=False)
+    workflow = json.dumps({"nodes": [{"id": i, "type": "Node", "widgets_values": ["x" * 50]} for i in range(500)]})
+    tags = {"prompt": prompt, "workflow": workflow, "comment": "x"}
+    path = write_video(tmp_path / "out.mp4", [_frames(4)], 25, (media.speech_like(0.2, 16000), 16000),
+                       metadata=tags)
+    with av.open(str(path)) as container:
+        stored = dict(container.metadata)
+        assert sum(1 for _ in container.decode(video=0)) == 4
+    assert {key: stored.get(key) for key in tags} == tags
+    assert json.loads(stored["prompt"])["3"]["inputs"]["text"] == "café"
+    # .mov takes the same muxer flag; Matroska keeps tags natively (FFmpeg reads the names back upper-cased).
+    for name in ("out.mov", "out.mkv"):
+        with VideoWriter(tmp_path / name, 25, metadata={"prompt": prompt}) as writer:
+            writer.write(_frames(2))
+        with av.open(str(writer.path)) as container:
+            assert {k.lower(): v for k, v in container.metadata.items()}["prompt"] == prompt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mkv", "out.mov", "out.mp4"]
+
+
+def test_no_metadata_writes_no_custom_tags(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "out.mp4", [_frames(2)], 25, metadata={})
+    with av.open(str(path)) as container:
+        assert "prompt" not in container.metadata
+
+
+@pytest.mark.parametrize("metadata", [{"prompt": {"a": 1}}, {"": "x"}, {1: "x"}, {"comment": "a\0b"}])
+def test_bad_metadata_is_refused_before_anything_is_written(tmp_path: Path, metadata: dict) -> None:
+    with pytest.raises(ValueError, match="metadata"):
+        VideoWriter(tmp_path / "out.mp4", 25, metadata=metadata)
+    assert list(tmp_path.iterdir()) == []

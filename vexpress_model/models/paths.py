@@ -14,6 +14,10 @@ insightface models are found in the community folders the caller passes (``model
 ``models/transformers/`` or ``models/audio_encoders/``, ``models/insightface/``; CONTRACT §1.4). Nothing here
 imports ComfyUI.
 
+(c) A ``git clone`` of ``tk93/V-Express``: the five files at the top of the clone, and a ``model_ckpts/`` tree
+whose ``v-express/`` folder is empty. Each V-Express file is looked for in ``v-express/`` first, then in the folder
+given; the sub-folders (VAE, wav2vec2, insightface, UNet config) are still found under ``model_ckpts/``.
+
 Each weight file may be ``.safetensors``, ``.bin`` or the older ``.pth`` name (first found, in that order).
 """
 
@@ -176,47 +180,58 @@ def resolve_model_paths(
     single parts; the ``*_search_dirs`` are community folders searched after ``model_dir`` (e.g. ComfyUI's
     ``models/vae``, ``models/transformers`` and ``models/audio_encoders``, ``models/insightface``).
     """
-    root = Path(model_dir).expanduser() if model_dir is not None else None
-    if root is not None and not root.is_dir():
-        raise ModelFolderError(f"model folder not found: {root}")
-    layout = "custom"
+    given = Path(model_dir).expanduser() if model_dir is not None else None
+    if given is not None and not given.is_dir():
+        raise ModelFolderError(f"model folder not found: {given}")
+    root = given
     if root is not None and not (root / "v-express").is_dir() and (root / "model_ckpts" / "v-express").is_dir():
-        root = root / "model_ckpts"  # the folder that holds model_ckpts/ (where inference.py runs)
+        root = root / "model_ckpts"  # the folder that holds model_ckpts/ or an HF clone of tk93/V-Express
+    # Folders searched for the five files, in order: the v-express/ folder of the released layout first, then the
+    # folder given (a HuggingFace clone keeps the files at its top, next to an empty model_ckpts/v-express/; a
+    # ComfyUI models/vexpress/ holds them directly).
     if vexpress_dir is not None:
-        vx_dir = Path(vexpress_dir).expanduser()
-    elif root is not None and (root / "v-express").is_dir():
-        vx_dir, layout = root / "v-express", "released"
-    elif root is not None and _first_file(root, VEXPRESS_FILES, VEXPRESS_SUFFIXES) is not None:
-        vx_dir, layout = root, "flat"
-    elif root is not None:
-        vx_dir, layout = root / "v-express", "released"
+        vx_dirs = [Path(vexpress_dir).expanduser()]
+    elif root is not None and given is not None:
+        vx_dirs = [root / "v-express", given]
+        if not vx_dirs[0].is_dir() and _first_file(given, VEXPRESS_FILES, VEXPRESS_SUFFIXES) is not None:
+            vx_dirs = [given]  # a flat folder: no v-express/ to mention
     else:
-        vx_dir = None
-    # Folders that may hold the sub-folders of the released layout.
-    bases: list[Path] = []
-    for base in (root, root / "model_ckpts" if root else None, vx_dir.parent if vx_dir else None):
-        if base is not None and base not in bases:
-            bases.append(base)
+        vx_dirs = []
 
     searched: dict[str, tuple[Path, ...]] = {}
     files: dict[str, Path | None] = {}
     for name in VEXPRESS_FILES:
-        files[name] = _first_file(vx_dir, (name,), VEXPRESS_SUFFIXES) if vx_dir is not None else None
-        searched[name] = (vx_dir,) if vx_dir is not None else ()
+        files[name] = next((f for d in vx_dirs if (f := _first_file(d, (name,), VEXPRESS_SUFFIXES))), None)
+        searched[name] = tuple(vx_dirs)
+    found_in = [f.parent for f in files.values() if f is not None]
+    if vexpress_dir is not None:
+        vx_dir: Path | None = vx_dirs[0]
+        layout = "custom"
+    elif vx_dirs:
+        # The folder holding most of the files found (first searched wins a tie), else where they belong; missing
+        # files are downloaded there.
+        vx_dir = max(vx_dirs, key=lambda d: (found_in.count(d), -vx_dirs.index(d))) if found_in else vx_dirs[0]
+        layout = "released" if vx_dir.name == "v-express" and vx_dir != given else "flat"
+    else:
+        vx_dir, layout = None, "custom"
+    # Folders that may hold the sub-folders of the released layout.
+    bases: list[Path] = []
+    for base in (root, given / "model_ckpts" if given else None, given, vx_dir.parent if vx_dir else None):
+        if base is not None and base not in bases:
+            bases.append(base)
 
     if unet_config is not None:
         unet_cfg = Path(unet_config).expanduser()
     else:
         candidates = [b / "stable-diffusion-v1-5" / "unet" / "config.json" for b in bases]
-        if vx_dir is not None:
-            candidates += [vx_dir / "unet_config.json", vx_dir / "config.json"]
+        for d in dict.fromkeys([*found_in, *vx_dirs]):
+            candidates += [d / "unet_config.json", d / "config.json"]
         unet_cfg = next((c for c in candidates if c.is_file()), SHIPPED_UNET_CONFIG)
         if unet_cfg == SHIPPED_UNET_CONFIG:
             logger.info("no SD-1.5 UNet config.json in the model folder; using the one shipped with the package")
 
-    vexpress_config = vx_dir / "vexpress_config.json" if vx_dir is not None else None
-    if vexpress_config is not None and not vexpress_config.is_file():
-        vexpress_config = None
+    vexpress_config = next((c for d in dict.fromkeys([*found_in, *vx_dirs])
+                            if (c := d / "vexpress_config.json").is_file()), None)
 
     vae_candidates = [Path(vae).expanduser()] if vae is not None else []
     vae_candidates += [b / "sd-vae-ft-mse" for b in bases]

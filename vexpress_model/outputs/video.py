@@ -18,6 +18,10 @@ file is complete: the encoder writes to a hidden temporary file in the target fo
   Filtering the truncated uint8 frames equals filtering the floats and then truncating (the median commutes
   with any monotone map), so it runs on uint8. :class:`MedianFilterStream` applies it to frames arriving in
   chunks, holding back one frame.
+* **Metadata.** ``metadata`` (str -> str, e.g. ComfyUI's ``prompt`` and ``workflow`` JSON) is written into the
+  container's global tags; MP4/MOV get the muxer option ``movflags=use_metadata_tags`` so that any key is kept
+  (without it only a few known keys such as ``comment`` survive). Matroska stores them as tags (FFmpeg reads
+  their names back upper-cased).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -141,11 +145,25 @@ def _exact_fps(fps: float | Fraction) -> Fraction:
 # ----------------------------------------------------------------------------------------------- writer
 
 
+def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """The container tags as a plain dict; names must be non-empty text, values text, neither holding NUL."""
+    tags: dict[str, str] = {}
+    for key, value in (metadata or {}).items():
+        if not isinstance(key, str) or not key or "\0" in key:
+            raise ValueError(f"video metadata names must be non-empty strings, got {key!r}")
+        if not isinstance(value, str) or "\0" in value:
+            raise ValueError(f"video metadata {key!r} must be a string without NUL characters, "
+                             f"got {type(value).__name__}")
+        tags[key] = value
+    return tags
+
+
 class VideoWriter:
     """Streams uint8 RGB frames into an H.264 + AAC MP4, written atomically (see the module docstring).
 
     Use as a context manager, or call :meth:`close` (finish and rename) / :meth:`abort` (discard).
     ``audio`` is ``(waveform, sample_rate)`` with waveform float [samples] or [channels, samples] in [-1, 1].
+    ``metadata`` maps tag names to text written into the container (see the module docstring).
     """
 
     def __init__(
@@ -158,11 +176,13 @@ class VideoWriter:
         preset: str = "medium",
         median_filter: bool = False,
         odd_size: str = "pad",
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         import av
 
         if odd_size not in ("pad", "crop"):
             raise ValueError(f"odd_size must be 'pad' or 'crop', got {odd_size!r}")
+        tags = _check_metadata(metadata)
         self.path = check_output_path(path)
         self.fps = _exact_fps(fps)
         self.num_frames = 0
@@ -171,8 +191,12 @@ class VideoWriter:
         self._size: tuple[int, int] | None = None
         self._temporary = self.path.with_name(f".{self.path.stem}.{uuid.uuid4().hex[:8]}.partial{self.path.suffix}")
         self._closed = False
-        self._container = av.open(str(self._temporary), mode="w", format=_CONTAINER_FORMATS[self.path.suffix.lower()])
+        container_format = _CONTAINER_FORMATS[self.path.suffix.lower()]
+        # MP4/MOV keep arbitrary tag names only with this muxer flag (else just the few iTunes-style keys).
+        options = {"movflags": "use_metadata_tags"} if tags and container_format in ("mp4", "mov") else {}
+        self._container = av.open(str(self._temporary), mode="w", format=container_format, options=options)
         try:
+            self._container.metadata.update(tags)
             self._video = self._add_video_stream(crf, preset)
             self._audio_samples, self._audio_rate, self._audio = self._add_audio_stream(audio)
         except BaseException:
@@ -344,9 +368,13 @@ def write_video(
     crf: int = DEFAULT_CRF,
     *,
     median_filter: bool = False,
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
-    """Encode uint8 frame chunks ([n, H, W, 3] each, or single frames) to ``path``; returns the path."""
-    with VideoWriter(path, fps, audio=audio, crf=crf, median_filter=median_filter) as writer:
+    """Encode uint8 frame chunks ([n, H, W, 3] each, or single frames) to ``path``; returns the path.
+
+    ``metadata``: container tags (str -> str), e.g. ``{"prompt": json.dumps(prompt), "workflow": ...}``.
+    """
+    with VideoWriter(path, fps, audio=audio, crf=crf, median_filter=median_filter, metadata=metadata) as writer:
         for chunk in frames:
             writer.write(chunk)
     return writer.path
