@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vexpress_model.errors import CheckpointMismatchError, ModelFolderError
+from .errors import CheckpointMismatchError, ModelFolderError
 
 
 @dataclass
@@ -68,10 +68,10 @@ def check_model_folder(
     **resolve_kwargs: object,
 ) -> CheckResult:
     """Check a model folder without loading weights; ``resolve_kwargs`` go to ``resolve_model_paths``."""
-    from vexpress_model.models import loading
-    from vexpress_model.models.checkpoint import Source, check_sources, open_checkpoint
-    from vexpress_model.models.config import UNetConfig, VExpressConstants
-    from vexpress_model.models.paths import (
+    from .models import loading
+    from .models.checkpoint import Source, check_sources, open_checkpoint
+    from .models.config import UNetConfig, VExpressConstants
+    from .models.paths import (
         HF_REPO,
         VEXPRESS_FILES,
         WAV2VEC2_WEIGHT_NAMES,

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vexpress_model.errors import VExpressError
+from .errors import VExpressError
 
 logger = logging.getLogger("vexpress.cli")
 
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    from vexpress_model.generate import request_from_cli_args, run_generation
+    from .generate import request_from_cli_args, run_generation
 
     try:
         request = request_from_cli_args(args)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vexpress_model.errors import ModelFolderError
+from .errors import ModelFolderError
 
 logger = logging.getLogger("vexpress.download")
 

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from vexpress_model.errors import InputError, VExpressError
+from .errors import InputError, VExpressError
 
 logger = logging.getLogger("vexpress.extract_kps")
 
@@ -87,10 +87,11 @@ def _progress_bar(total_hint: int | None) -> tuple[Callable[[int, int | None], N
 
 
 def run(args: argparse.Namespace) -> None:
-    from vexpress_model.inputs.audio import decode_audio
-    from vexpress_model.inputs.face_detection import FaceDetector, extract_kps_track, probe_video
-    from vexpress_model.inputs.kps import save_kps, save_kps_original
-    from vexpress_model.outputs.audio import check_audio_path, write_audio_file
+    from .conditioning.kps_sequence import DEFAULT_TRACK_FPS
+    from .inputs.audio import decode_audio
+    from .inputs.face_detection import FaceDetector, extract_kps_track, probe_video
+    from .inputs.kps import save_kps, save_kps_original
+    from .outputs.audio import check_audio_path, write_audio_file
 
     if not args.video_path:
         raise InputError("no input: give the driving video with --video_path")
@@ -117,6 +118,13 @@ def run(args: argparse.Namespace) -> None:
     if track is not None and kps_path is not None:
         fmt = _kps_format(kps_path, args.kps_format)
         if fmt == "original":
+            if track.fps is not None and abs(track.fps - DEFAULT_TRACK_FPS) > 1e-3:
+                # The original format has no fps field: readers assume 30 fps, so the motion would play at the
+                # wrong speed. Our own format keeps the fps.
+                logger.warning(
+                    "the video runs at %.3g fps, but the original .pth format stores no fps and is read as %g fps; "
+                    "save to a .npz path instead to keep the timing", track.fps, DEFAULT_TRACK_FPS
+                )
             save_kps_original(kps_path, track)
         else:
             save_kps(kps_path, track, fmt)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from vexpress_model.errors import InputError, ModelFolderError
+from .errors import InputError, ModelFolderError
 
 logger = logging.getLogger("vexpress.generate")
 
@@ -131,7 +131,7 @@ def _require_file(path: Path | None, what: str, fix: str) -> Path:
 
 def check_request(request: GenerationRequest) -> None:
     """Everything that can be checked in milliseconds, before any model is touched."""
-    from vexpress_model.outputs.video import check_output_path
+    from .outputs.video import check_output_path
 
     _require_file(request.reference_image, "reference image", "check --reference_image_path")
     _require_file(request.audio, "audio file", "check --audio_path")
@@ -160,7 +160,7 @@ def check_request(request: GenerationRequest) -> None:
 
 def locate_models(request: GenerationRequest) -> Any:
     """The model paths for the request, downloading missing files first when allowed."""
-    from vexpress_model.models import resolve_model_paths
+    from .models import resolve_model_paths
 
     def resolve() -> Any:
         overrides = request.path_overrides
@@ -180,7 +180,7 @@ def locate_models(request: GenerationRequest) -> Any:
     needs_detector = request.reference_kps_path is None
     incomplete = paths.missing() or (needs_detector and paths.insightface_root is None)
     if incomplete and request.model_dir is not None:
-        from vexpress_model import download
+        from . import download
 
         plan = download.released_layout_plan(request.model_dir, face_detector=needs_detector)
         # Raises ModelFolderError listing every file with its URL and destination when not allowed or offline.
@@ -201,7 +201,7 @@ def choose_device_and_dtype(device: str, gpu_id: int, dtype: str) -> tuple[Any, 
     kernels are slow or missing)."""
     import torch
 
-    from vexpress_model.models import resolve_dtype
+    from .models import resolve_dtype
 
     if device == "auto":
         device = f"cuda:{gpu_id}" if torch.cuda.is_available() else "cpu"
@@ -223,12 +223,12 @@ def choose_device_and_dtype(device: str, gpu_id: int, dtype: str) -> tuple[Any, 
 
 def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> np.ndarray:
     """The reference kps [3, 2] in pixels of the output frame: from --reference_kps_path or face detection."""
-    from vexpress_model.inputs.kps import load_reference_kps
+    from .inputs.kps import load_reference_kps
 
     if request.reference_kps_path is not None:
         return load_reference_kps(request.reference_kps_path)
-    from vexpress_model.inputs.face_detection import FaceDetector, detect_reference_kps
-    from vexpress_model.inputs.image import load_detection_image
+    from .inputs.face_detection import FaceDetector, detect_reference_kps
+    from .inputs.image import load_detection_image
 
     image = load_detection_image(request.reference_image, request.width, request.height, request.compat)
     detector = FaceDetector(paths.insightface_root, device=device.type, gpu_id=device.index or 0)
@@ -242,9 +242,9 @@ def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> 
 
 def kps_sequence(request: GenerationRequest, reference_kps: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
     """Per-frame kps [T, 3, 2] after resampling the driving track to the output frames and retargeting."""
-    from vexpress_model.conditioning.kps_sequence import resample_kps_track, rescale_track
-    from vexpress_model.conditioning.retarget import retarget_kps
-    from vexpress_model.inputs.kps import load_kps
+    from .conditioning.kps_sequence import resample_kps_track, rescale_track
+    from .conditioning.retarget import retarget_kps
+    from .inputs.kps import load_kps
 
     if request.retarget_strategy == "fix_face":
         return retarget_kps(reference_kps, None, "fix_face", request.compat, num_frames=num_frames)
@@ -259,7 +259,7 @@ def kps_sequence(request: GenerationRequest, reference_kps: np.ndarray, num_fram
 def kps_image_source(sequence: np.ndarray, width: int, height: int, strategy: str) -> Any:
     """What the pipeline's kps stage reads: one image for ``fix_face`` (the pipeline broadcasts it), otherwise a
     callable that draws the requested frames on demand, so a long clip's kps images never exist all at once."""
-    from vexpress_model.conditioning.kps_images import draw_kps_image, draw_kps_images
+    from .conditioning.kps_images import draw_kps_image, draw_kps_images
 
     if strategy == "fix_face":
         return draw_kps_image(height, width, sequence[0])
@@ -316,13 +316,13 @@ def run_generation(request: GenerationRequest) -> Path:
     """Generate the video for ``request``; returns the written path."""
     import torch
 
-    from vexpress_model.conditioning.kps_images import draw_kps_images
-    from vexpress_model.inputs.audio import decode_audio, to_mono_16k
-    from vexpress_model.inputs.image import load_reference_image
-    from vexpress_model.models import load_vexpress_models
-    from vexpress_model.outputs.video import VideoWriter
-    from vexpress_model.pipeline.sampler import Hooks, SamplingSettings, VExpressPipeline
-    from vexpress_model.pipeline.timing import plan_frames
+    from .conditioning.kps_images import draw_kps_images
+    from .inputs.audio import decode_audio, to_mono_16k
+    from .inputs.image import load_reference_image
+    from .models import load_vexpress_models
+    from .outputs.video import VideoWriter
+    from .pipeline.sampler import Hooks, SamplingSettings, VExpressPipeline
+    from .pipeline.timing import plan_frames
 
     check_request(request)
     paths = locate_models(request)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vexpress_model.errors import InputError
+from ..errors import InputError
 
 logger = logging.getLogger("vexpress.conditioning")
 

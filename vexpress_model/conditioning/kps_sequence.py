@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from vexpress_model.inputs.kps import KpsTrack
+from ..inputs.kps import KpsTrack
 
 BeyondEnd = Literal["mirror", "loop", "hold"]
 DEFAULT_TRACK_FPS = 30.0

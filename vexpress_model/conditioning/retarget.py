@@ -34,8 +34,8 @@ import math
 
 import numpy as np
 
-from vexpress_model.conditioning.kps_sequence import fix_face
-from vexpress_model.errors import InputError
+from .kps_sequence import fix_face
+from ..errors import InputError
 
 STRATEGIES = ("fix_face", "no_retarget", "offset_retarget", "naive_retarget")
 _EPS = 1e-6

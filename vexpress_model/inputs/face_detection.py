@@ -30,8 +30,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vexpress_model.errors import FaceNotFoundError, InputError, ModelFolderError, VExpressError
-from vexpress_model.inputs.kps import KpsTrack
+from ..errors import FaceNotFoundError, InputError, ModelFolderError, VExpressError
+from .kps import KpsTrack
 
 logger = logging.getLogger("vexpress.inputs")
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from vexpress_model.errors import InputError
+from ..errors import InputError
 
 logger = logging.getLogger("vexpress.inputs")
 

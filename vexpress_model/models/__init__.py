@@ -49,9 +49,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from vexpress_model.models.config import UNetConfig, VExpressConstants
-    from vexpress_model.models.layers import FrameLimitError
-    from vexpress_model.models.loading import (
+    from .config import UNetConfig, VExpressConstants
+    from .layers import FrameLimitError
+    from .loading import (
         VExpressModels,
         load_audio_encoder,
         load_audio_projection,
@@ -62,7 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         load_vexpress_models,
         resolve_dtype,
     )
-    from vexpress_model.models.paths import ModelPaths, resolve_model_paths
-    from vexpress_model.models.random_model import write_random_model_folder
-    from vexpress_model.models.small_nets import AudioProjection, VKpsGuider
-    from vexpress_model.models.unet import DenoisingUNet, ReferenceBankError, ReferenceContext, ReferenceNet
+    from .paths import ModelPaths, resolve_model_paths
+    from .random_model import write_random_model_folder
+    from .small_nets import AudioProjection, VKpsGuider
+    from .unet import DenoisingUNet, ReferenceBankError, ReferenceContext, ReferenceNet

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vexpress_model.errors import CheckpointMismatchError, ModelFolderError
+from ..errors import CheckpointMismatchError, ModelFolderError
 
 logger = logging.getLogger("vexpress.models")
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vexpress_model.errors import ModelFolderError
+from ..errors import ModelFolderError
 
 logger = logging.getLogger("vexpress.models")
 

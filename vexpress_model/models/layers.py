@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from diffusers.models.attention import FeedForward
 from torch import nn
 
-from vexpress_model.errors import InputError
+from ..errors import InputError
 
 
 class FrameLimitError(InputError, ValueError):

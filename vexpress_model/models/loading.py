@@ -17,18 +17,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from vexpress_model.errors import CheckpointMismatchError, ModelFolderError
-from vexpress_model.models.checkpoint import CheckpointFile, Source, load_strict, open_checkpoint
-from vexpress_model.models.config import SHIPPED_VAE_CONFIG, UNetConfig, VExpressConstants
-from vexpress_model.models.paths import (
+from ..errors import CheckpointMismatchError, ModelFolderError
+from .checkpoint import CheckpointFile, Source, load_strict, open_checkpoint
+from .config import SHIPPED_VAE_CONFIG, UNetConfig, VExpressConstants
+from .paths import (
     VAE_WEIGHT_NAMES,
     WAV2VEC2_WEIGHT_NAMES,
     ModelPaths,
     find_weight_file,
     resolve_model_paths,
 )
-from vexpress_model.models.small_nets import AudioProjection, VKpsGuider
-from vexpress_model.models.unet import DenoisingUNet, ReferenceNet
+from .small_nets import AudioProjection, VKpsGuider
+from .unet import DenoisingUNet, ReferenceNet
 
 logger = logging.getLogger("vexpress.models")
 

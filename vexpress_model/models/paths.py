@@ -28,8 +28,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vexpress_model.errors import ModelFolderError
-from vexpress_model.models.config import SHIPPED_UNET_CONFIG
+from ..errors import ModelFolderError
+from .config import SHIPPED_UNET_CONFIG
 
 logger = logging.getLogger("vexpress.models")
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vexpress_model.models.config import VExpressConstants
+from .config import VExpressConstants
 
 
 class VKpsGuider(nn.Module):

@@ -20,9 +20,9 @@ from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
-from vexpress_model.errors import VExpressError
-from vexpress_model.models.config import UNetConfig, VExpressConstants
-from vexpress_model.models.layers import (
+from ..errors import VExpressError
+from .config import UNetConfig, VExpressConstants
+from .layers import (
     CallState,
     FrameLimitError,
     MotionModule,

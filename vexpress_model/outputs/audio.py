@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vexpress_model.errors import InputError
+from ..errors import InputError
 
 # suffix -> (container format, codec, sample format the encoder takes)
 AUDIO_CODECS = {
