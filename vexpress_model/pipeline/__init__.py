@@ -1,1 +1,8 @@
-"""pipeline layer of the V-Express library (see docs/ARCHITECTURE.md)."""
+"""pipeline layer of the V-Express library (see docs/ARCHITECTURE.md).
+
+``timing``         frame counts, output fps and context windows (``plan_frames``, ``context_windows``)
+``placement``      which networks sit on the compute device during each stage (``ModulePlacement``, offload)
+``sampler``        ``VExpressPipeline``: reference pass, kps features, audio tokens, windowed CFG DDIM, chunked
+                   decode; ``SamplingSettings``, ``Hooks`` (progress, cancel, dump)
+``reference_loop`` the original's per-window loop restated literally: the yardstick for tests and benchmarks only
+"""
