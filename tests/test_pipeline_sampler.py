@@ -419,3 +419,23 @@ def test_input_checks():
         pipeline.encode_kps(kps_images.astype(np.float32))
     with pytest.raises(InputError):
         pipeline.encode_reference(image[:30, :30])
+
+
+def test_long_clips_keep_kps_features_in_host_memory():
+    """Device memory must not grow with the audio length: kps features over the budget stay on the host (and with
+    offloading always), and sampling reads them from there with the same result."""
+    models = make_fake_models()
+    image, kps_images, audio = make_inputs(12)
+    plan = plan_frames(0.4, 30, 8, 4)
+    settings = SamplingSettings(2, 3.5, 1, 1, 0)
+    results, stores = [], []
+    for budget in (1 << 40, 0):
+        pipeline = VExpressPipeline(models, device="cpu")
+        pipeline.condition_device_budget_bytes = budget
+        pipeline.device = torch.device("meta") if budget else pipeline.device  # only for the placement decision
+        stores.append(pipeline._condition_device(1 << 20).type)
+        pipeline.device = torch.device("cpu")
+        results.append(np.concatenate(list(pipeline.generate(image, kps_images, audio, plan, settings))))
+    assert stores == ["meta", "cpu"]
+    assert np.array_equal(results[0], results[1])
+    assert VExpressPipeline(models, device="cpu", offload=True).condition_device_budget_bytes == 0

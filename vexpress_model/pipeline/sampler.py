@@ -45,6 +45,9 @@ from vexpress_model.pipeline.timing import Compat, FramePlan, MAX_CONTEXT_FRAMES
 
 logger = logging.getLogger("vexpress.pipeline")
 
+# Conditioning features up to this size are kept on the compute device between steps (see VExpressPipeline).
+DEVICE_CONDITION_BUDGET_BYTES = 512 << 20
+
 # SD-1.5 VAE latent scale, hard-coded by the original (SPEC §3.7).
 LATENT_SCALE = 0.18215
 
@@ -275,12 +278,16 @@ class VExpressPipeline:
             decode_chunk_frames = 2 if self.device.type == "cpu" else 8
         self.decode_chunk_frames = max(1, decode_chunk_frames)
         self._compiled_unet: Callable[..., torch.Tensor] | None = None
-        # Where the conditioning features live between steps: on the device unless offloading (then in host memory,
-        # moved per UNet call, so that a long clip's features never compete with the UNet for device memory).
-        self.condition_device = torch.device("cpu") if offload else self.device
+        # Kps features larger than this stay in host memory and travel per UNet call, so that device memory does
+        # not grow with the audio length (at 512x512 they take 2.6 MB per frame in fp16; 60 s would be 4.7 GB).
+        self.condition_device_budget_bytes = 0 if offload else DEVICE_CONDITION_BUDGET_BYTES
         # Counters for tests and benchmarks.
         self.stats: dict[str, int] = {"unet_calls": 0, "unet_images": 0, "reference_net_calls": 0,
                                       "kps_guider_calls": 0, "vae_decode_calls": 0}
+
+    def _condition_device(self, num_bytes: int) -> torch.device:
+        """Where conditioning features of ``num_bytes`` live between steps (see ``condition_device_budget_bytes``)."""
+        return self.device if num_bytes <= self.condition_device_budget_bytes else torch.device("cpu")
 
     # ------------------------------------------------------------------------------------------------ stages
 
@@ -375,10 +382,11 @@ class VExpressPipeline:
                 self.stats["kps_guider_calls"] += 1
                 if features is None:
                     shape = (1, out.shape[1], count, out.shape[3], out.shape[4])
-                    # Pinned host memory when offloading to CUDA makes the per-call copies asynchronous.
-                    pin = self.condition_device.type == "cpu" and self.device.type == "cuda"
-                    features = torch.empty(shape, dtype=self.dtype, device=self.condition_device, pin_memory=pin)
-                features[:, :, start : start + chunk.shape[0]] = out.to(self.condition_device)
+                    store = self._condition_device(math.prod(shape) * out.element_size())
+                    # Pinned host memory makes the per-call copies to a CUDA device asynchronous.
+                    pin = store.type == "cpu" and self.device.type == "cuda"
+                    features = torch.empty(shape, dtype=self.dtype, device=store, pin_memory=pin)
+                features[:, :, start : start + chunk.shape[0]] = out.to(features.device)
         assert features is not None
         return KpsFeatures(features=features, num_frames=total, broadcast=broadcast)
 
