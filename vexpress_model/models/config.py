@@ -31,6 +31,17 @@ _DOWN_TYPES = {"CrossAttnDownBlock2D": True, "DownBlock2D": False}
 _UP_TYPES = {"CrossAttnUpBlock2D": True, "UpBlock2D": False}
 
 
+def read_json_object(path: Path, fix: str) -> dict[str, Any]:
+    """A JSON file that must hold an object; a ModelFolderError naming the file and ``fix`` otherwise."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelFolderError(f"{path}: not a readable JSON file ({exc}); {fix}") from exc
+    if not isinstance(data, dict):
+        raise ModelFolderError(f"{path}: expected a JSON object; {fix}")
+    return data
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """The subset of a diffusers ``UNet2DConditionModel`` config that SD-1.5-type UNets use.
@@ -176,12 +187,7 @@ class VExpressConstants:
         if path is None or not Path(path).is_file():
             return cls()
         path = Path(path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelFolderError(f"{path}: not a readable JSON file ({exc}); fix or delete it") from exc
-        if not isinstance(raw, dict):
-            raise ModelFolderError(f"{path}: expected a JSON object of constants")
+        raw = read_json_object(path, "fix or delete it")
         names = {f.name: f for f in dataclasses.fields(cls) if f.name != "overridden"}
         values: dict[str, Any] = {}
         for key, value in raw.items():

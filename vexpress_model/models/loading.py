@@ -7,7 +7,6 @@ Entry points: :func:`load_vexpress_models` (everything) and one loader per compo
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from torch import nn
 
 from ..errors import CheckpointMismatchError, ModelFolderError
 from .checkpoint import CheckpointFile, Source, load_strict, open_checkpoint
-from .config import SHIPPED_VAE_CONFIG, UNetConfig, VExpressConstants
+from .config import SHIPPED_VAE_CONFIG, UNetConfig, VExpressConstants, read_json_object
 from .paths import (
     VAE_WEIGHT_NAMES,
     WAV2VEC2_WEIGHT_NAMES,
@@ -163,6 +162,15 @@ def load_denoising_unet(paths: ModelPaths | str | Path, dtype: torch.dtype | str
                                 hint=_unet_hint(paths))
 
 
+def _load_single_file(module: nn.Module, path: Path, dtype: torch.dtype | str, device: torch.device | str,
+                      what: str, hint: str) -> Any:
+    """Strictly load the one checkpoint file of ``module`` (built on the meta device) in ``dtype`` on ``device``."""
+    state = open_checkpoint(path, _label(path))
+    load_strict(module, [Source(state, state.label, None, state.path)], dtype=resolve_dtype(dtype), device=device,
+                what=what, hint=hint)
+    return module
+
+
 def load_reference_net(paths: ModelPaths | str | Path, dtype: torch.dtype | str = torch.float16,
                        device: torch.device | str = "cpu", *, config: UNetConfig | None = None,
                        constants: VExpressConstants | None = None) -> ReferenceNet:
@@ -170,10 +178,7 @@ def load_reference_net(paths: ModelPaths | str | Path, dtype: torch.dtype | str 
     paths.require("reference_net")
     config = config or load_unet_config(paths)
     net = build_reference_net(config, constants or load_constants(paths))
-    state = open_checkpoint(paths.reference_net, _label(paths.reference_net))
-    load_strict(net, [Source(state, state.label, None, state.path)], dtype=resolve_dtype(dtype), device=device,
-                what="V-Express ReferenceNet", hint=_unet_hint(paths))
-    return net
+    return _load_single_file(net, paths.reference_net, dtype, device, "V-Express ReferenceNet", _unet_hint(paths))
 
 
 def load_kps_guider(paths: ModelPaths | str | Path, dtype: torch.dtype | str = torch.float16,
@@ -189,12 +194,8 @@ def load_kps_guider(paths: ModelPaths | str | Path, dtype: torch.dtype | str = t
             f"({constants.describe('kps_guider_conditioning_channels')}) must equal the UNet's first block width "
             f"{config.block_out_channels[0]} ({paths.unet_config}); fix v-express/vexpress_config.json"
         )
-    guider = build_kps_guider(constants)
-    state = open_checkpoint(paths.v_kps_guider, _label(paths.v_kps_guider))
-    load_strict(guider, [Source(state, state.label, None, state.path)], dtype=resolve_dtype(dtype), device=device,
-                what="V-Kps guider",
-                hint=_constants_hint(constants, ("kps_guider_conditioning_channels", "kps_guider_block_out_channels")))
-    return guider
+    hint = _constants_hint(constants, ("kps_guider_conditioning_channels", "kps_guider_block_out_channels"))
+    return _load_single_file(build_kps_guider(constants), paths.v_kps_guider, dtype, device, "V-Kps guider", hint)
 
 
 def load_audio_projection(paths: ModelPaths | str | Path, dtype: torch.dtype | str = torch.float16,
@@ -204,13 +205,10 @@ def load_audio_projection(paths: ModelPaths | str | Path, dtype: torch.dtype | s
     paths.require("audio_projection")
     constants = constants or load_constants(paths)
     config = config or load_unet_config(paths)
-    projection = build_audio_projection(constants, config)
-    state = open_checkpoint(paths.audio_projection, _label(paths.audio_projection))
     names = ("audio_proj_inp_dim", "audio_proj_depth", "audio_proj_heads", "audio_proj_dim_head",
              "audio_proj_ff_mult", "num_pad_audio_frames")
-    load_strict(projection, [Source(state, state.label, None, state.path)], dtype=resolve_dtype(dtype),
-                device=device, what="V-Express audio projection", hint=_constants_hint(constants, names))
-    return projection
+    return _load_single_file(build_audio_projection(constants, config), paths.audio_projection, dtype, device,
+                             "V-Express audio projection", _constants_hint(constants, names))
 
 
 # -- VAE ---------------------------------------------------------------------------------------------------------
@@ -249,20 +247,10 @@ def _vae_files(path: Path) -> tuple[Path, Path]:
     return config, weights
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelFolderError(f"{path}: not a readable JSON file ({exc}); download it again") from exc
-    if not isinstance(data, dict):
-        raise ModelFolderError(f"{path}: expected a JSON object")
-    return data
-
-
 def build_vae(config_path: Path, device: torch.device | str = "meta") -> nn.Module:
     from diffusers import AutoencoderKL
 
-    config = _read_json(config_path)
+    config = read_json_object(config_path, "download it again")
     with torch.device(device):
         return AutoencoderKL.from_config(config)
 
