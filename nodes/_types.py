@@ -95,7 +95,7 @@ def uint8_to_image(frames: np.ndarray) -> Any:
 
 def require_audio(audio: Any, what: str) -> dict[str, Any]:
     """The AUDIO value, or an actionable error when it is None (a video without a sound track)."""
-    from vexpress_model.errors import InputError
+    from ..vexpress_model.errors import InputError
 
     if audio is None:
         raise InputError(

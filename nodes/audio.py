@@ -50,28 +50,28 @@ class VExpressAudioEmbed(io.ComfyNode):
 
     @classmethod
     def execute(cls, pipe, audio, fps: float) -> io.NodeOutput:
-        from vexpress_model.conditioning import audio_features
-        from vexpress_model.inputs.audio import audio_from_comfy, to_mono_16k
-        from vexpress_model.pipeline.timing import plan_frames
+        from ..vexpress_model.inputs.audio import audio_from_comfy, to_mono_16k
+        from ..vexpress_model.pipeline.sampler import Hooks, VExpressPipeline
+        from ..vexpress_model.pipeline.timing import plan_frames
 
-        from .placement import ComfyPlacement, cancel_check
+        from .placement import ComfyPlacement, cancel_check, compute_device
 
         audio = _types.first_audio_item(_types.require_audio(audio, "audio"))
         decoded = audio_from_comfy(audio, name="the AUDIO input")
         waveform_16k = to_mono_16k(decoded.waveform, decoded.sample_rate)
         duration_s = len(waveform_16k) / 16000.0
+        # Only the frame count is used; the sampler lays out its own context windows.
         plan = plan_frames(duration_s, fps, 24, 4, "fixed")
 
-        cancel_check()()
         placement = ComfyPlacement(pipe.patchers, offload=pipe.offload)
-        models = pipe.models
-        placement.enter_stage("audio", {"audio_encoder": models.audio_encoder})
+        pipeline = VExpressPipeline(pipe.models, device=compute_device(), placement=placement, offload=pipe.offload)
         try:
-            features = audio_features.wav2vec2_features(models.audio_encoder, models.audio_feature_extractor, waveform_16k)
+            features = pipeline.audio_features(waveform_16k, Hooks(cancel=cancel_check()))
         finally:
-            placement.finish()
+            pipeline.finish()
         embeds = _types.AudioEmbeds(
-            features=features.detach().to("cpu") if hasattr(features, "detach") else features,
+            # In ComfyUI's intermediate (host) memory: the execution cache holds it while the device is reused.
+            features=features.detach().to("cpu"),
             duration_s=duration_s,
             fps=float(fps),
             num_frames=plan.num_frames,

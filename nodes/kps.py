@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 
-import numpy as np
-
 from . import _comfy, _types
 from ._comfy import io, ui
 
@@ -27,15 +25,9 @@ COMPAT_TOOLTIP = (
 
 def _preview(track) -> object:
     """The track drawn as V-Kps images (what the model sees), at most PREVIEW_MAX_SIDE pixels on the long side."""
-    from vexpress_model.conditioning.kps_images import draw_kps_images
+    from ..vexpress_model.conditioning.kps_images import draw_kps_preview
 
-    width = track.width or 512
-    height = track.height or 512
-    side = PREVIEW_MAX_SIDE if track.num_frames <= 600 else PREVIEW_MAX_SIDE // 2  # long tracks: keep it light
-    scale = min(1.0, side / max(width, height))
-    out_w, out_h = max(8, round(width * scale)), max(8, round(height * scale))
-    points = track.points * np.array([out_w / width, out_h / height], dtype=np.float32)
-    return _types.uint8_to_image(draw_kps_images(out_h, out_w, points))
+    return _types.uint8_to_image(draw_kps_preview(track.points, track.width, track.height, PREVIEW_MAX_SIDE))
 
 
 def _insightface_roots() -> list[str]:
@@ -49,8 +41,8 @@ def _face_detector():
 
     ONNX Runtime runs it on the GPU when onnxruntime-gpu is installed and ComfyUI is not in --cpu mode.
     """
-    from vexpress_model.errors import ModelFolderError
-    from vexpress_model.inputs import face_detection
+    from ..vexpress_model.errors import ModelFolderError
+    from ..vexpress_model.inputs import face_detection
 
     roots = _insightface_roots()
     root = roots[0] if roots else "models/insightface"
@@ -121,8 +113,8 @@ class VExpressExtractKps(io.ComfyNode):
 
     @classmethod
     def execute(cls, fps: float, face: str, images=None, video=None) -> io.NodeOutput:
-        from vexpress_model.errors import InputError
-        from vexpress_model.inputs import face_detection
+        from ..vexpress_model.errors import InputError
+        from ..vexpress_model.inputs import face_detection
 
         from .placement import stage_progress
 
@@ -216,7 +208,7 @@ class VExpressLoadKps(io.ComfyNode):
     def execute(cls, kps_file: str, fps_if_unknown: float) -> io.NodeOutput:
         import dataclasses
 
-        from vexpress_model.inputs.kps import load_kps
+        from ..vexpress_model.inputs.kps import load_kps
 
         track = load_kps(cls._path(kps_file))
         if track.fps is None:
@@ -255,7 +247,7 @@ class VExpressSaveKps(io.ComfyNode):
 
     @classmethod
     def execute(cls, kps, filename_prefix: str, format: str) -> io.NodeOutput:
-        from vexpress_model.inputs.kps import save_kps, save_kps_original
+        from ..vexpress_model.inputs.kps import save_kps, save_kps_original
 
         folder_paths = _comfy.folder_paths
         full_folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
@@ -345,30 +337,17 @@ class VExpressRetargetKps(io.ComfyNode):
     @classmethod
     def execute(cls, reference_image, strategy: str, width: int, height: int, frame_count: int, fps: float,
                 compat: str, driving_kps=None) -> io.NodeOutput:
-        from vexpress_model.conditioning.kps_sequence import rescale_track, resample_kps_track
-        from vexpress_model.conditioning.retarget import retarget_kps
-        from vexpress_model.inputs import face_detection
-        from vexpress_model.inputs.image import load_detection_image
-        from vexpress_model.inputs.kps import KpsTrack
+        from ..vexpress_model.conditioning.kps_sequence import kps_for_frames
+        from ..vexpress_model.inputs import face_detection
+        from ..vexpress_model.inputs.image import load_detection_image
 
         image = load_detection_image(_types.image_to_uint8(reference_image)[0], width, height, compat=compat)
         with _face_detector() as detector:
             # The original takes insightface's first (most confident) face; the fixed mode the largest one.
             select = "score" if compat == "original" else "largest"
             reference_kps = face_detection.detect_reference_kps(image, detector, select)
-        driving = None
-        track_fps = float(fps)
-        if driving_kps is not None:
-            # The original retargets the driving track after fitting it to the output frames (SPEC §4.6, §4.7).
-            driving_track = rescale_track(driving_kps, width, height)
-            if frame_count > 0:
-                driving = resample_kps_track(driving_track, frame_count, fps, compat=compat)
-            else:
-                driving = driving_track.points
-                track_fps = driving_track.fps or float(fps)
-        num_frames = frame_count or (None if driving is not None else 1)
-        points = retarget_kps(reference_kps, driving, strategy, compat, num_frames=num_frames)
-        track = KpsTrack(points, fps=track_fps, width=width, height=height)
+        # frame_count 0 ("keep the driving track's length") is the library's None.
+        track = kps_for_frames(reference_kps, driving_kps, strategy, frame_count or None, fps, width, height, compat)
         return io.NodeOutput(track, _preview(track))
 
 

@@ -16,14 +16,14 @@ ROLES = ("vae", "audio_encoder", "reference_net", "denoising_unet", "kps_guider"
 
 def model_folder_options() -> list[str]:
     """Model folders found under the registered ``vexpress`` folders; the download target when there is none."""
-    from vexpress_model.download import find_model_folders
+    from ..vexpress_model.download import find_model_folders
 
     names = [name for name, _ in find_model_folders(folders.roots(folders.VEXPRESS))]
     return names or [DEFAULT_MODEL_NAME]
 
 
 def _model_dir(name: str) -> str:
-    from vexpress_model.download import find_model_folders
+    from ..vexpress_model.download import find_model_folders
 
     for found, path in find_model_folders(folders.roots(folders.VEXPRESS)):
         if found == name:
@@ -33,7 +33,7 @@ def _model_dir(name: str) -> str:
 
 
 def _resolve(model_dir: str):
-    from vexpress_model.models.paths import resolve_model_paths
+    from ..vexpress_model.models.paths import resolve_model_paths
 
     search = folders.model_search_roots()
     return resolve_model_paths(
@@ -117,8 +117,8 @@ class LoadVExpressModels(io.ComfyNode):
 
     @classmethod
     def execute(cls, model: str, dtype: str, offload: str, download_missing: bool) -> io.NodeOutput:
-        from vexpress_model.download import ensure_files, plan_for_missing
-        from vexpress_model.models.loading import load_vexpress_models, resolve_dtype
+        from ..vexpress_model.download import ensure_files, plan_for_missing
+        from ..vexpress_model.models.loading import load_vexpress_models, resolve_dtype
 
         from .placement import make_patchers, stage_progress
 

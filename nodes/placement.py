@@ -73,16 +73,17 @@ def compute_device():
 class ComfyPlacement:
     """The library's ``Placement`` protocol over ComfyUI's model management (see the module docstring).
 
-    ``memory_required`` maps a stage name to the activation bytes to reserve on top of its weights (ComfyUI evicts
-    other models until that much is free); ``offload`` additionally unloads the pipe's networks that a stage does
-    not use (the loader's "offload" mode, for long clips on small GPUs).
+    ``memory_required`` gives, by stage name, the activation bytes to reserve on top of the stage's weights
+    (ComfyUI evicts other models until that much is free): a mapping, or a function of the stage name such as the
+    pipeline's ``stage_memory_bytes``; ``offload`` additionally unloads the pipe's networks that a stage does not
+    use (the loader's "offload" mode, for long clips on small GPUs).
     """
 
     def __init__(self, patchers: Mapping[str, Any], *, offload: bool = False,
-                 memory_required: Mapping[str, int] | None = None) -> None:
+                 memory_required: Mapping[str, int] | Callable[[str], int] | None = None) -> None:
         self.patchers = dict(patchers)
         self.offload = offload
-        self.memory_required = dict(memory_required or {})
+        self.memory_required: Mapping[str, int] | Callable[[str], int] = memory_required or {}
         self.history: list[tuple[str, tuple[str, ...]]] = []
         self._by_module = {id(p.model.network): p for p in self.patchers.values()}
         self._forced: list[Any] = []  # patchers moved to the device by _ensure_on_device (ComfyUI did not)
@@ -103,9 +104,13 @@ class ComfyPlacement:
         self._release_forced(keep=wanted)
         if self.offload:
             self._unload([p for p in self.patchers.values() if all(p is not w for w in wanted)])
-        mm.load_models_gpu(wanted, memory_required=int(self.memory_required.get(name, 0)), force_full_load=True)
+        mm.load_models_gpu(wanted, memory_required=self._memory_required(name), force_full_load=True)
         for patcher in wanted:
             self._ensure_on_device(patcher)
+
+    def _memory_required(self, name: str) -> int:
+        required = self.memory_required
+        return int(required(name) if callable(required) else required.get(name, 0))
 
     def finish(self) -> None:
         self._release_forced(keep=[])

@@ -122,44 +122,31 @@ class VExpressSampler(io.ComfyNode):
                 context_frames: int, context_overlap: int, compat: str, median_filter: str = "auto") -> io.NodeOutput:
         import torch
 
-        from vexpress_model.conditioning import audio_features
-        from vexpress_model.conditioning.kps_sequence import rescale_track, resample_kps_track
-        from vexpress_model.generate import kps_image_source
-        from vexpress_model.inputs.image import load_reference_image
-        from vexpress_model.outputs.video import MedianFilterStream
-        from vexpress_model.pipeline.sampler import (
-            Hooks,
-            SamplingSettings,
-            VExpressPipeline,
-            estimate_unet_bytes_per_image,
-        )
-        from vexpress_model.pipeline.timing import context_windows
+        from ..vexpress_model.conditioning.kps_images import kps_image_source
+        from ..vexpress_model.conditioning.kps_sequence import kps_for_frames
+        from ..vexpress_model.inputs.image import load_reference_image
+        from ..vexpress_model.outputs.video import MedianFilterStream
+        from ..vexpress_model.pipeline.sampler import Hooks, SamplingSettings, VExpressPipeline
+        from ..vexpress_model.pipeline.timing import context_windows
 
         from .placement import ComfyPlacement, cancel_check, compute_device, progress_reporter
 
         num_frames = audio_embeds.num_frames
         fps = audio_embeds.fps
+        # AudioEmbed counted the frames the "fixed" way, so the windows are laid out that way too.
         windows = context_windows(num_frames, context_frames, context_overlap, "fixed")
 
         reference = load_reference_image(_types.image_to_uint8(reference_image)[0], width, height, compat=compat)
-        track = rescale_track(kps, width, height)
-        points = track.points
-        if track.num_frames != num_frames:
-            points = resample_kps_track(track, num_frames, fps, compat=compat)
-        # One image for a still face (the guider runs once), else frames drawn on demand per guider chunk.
-        still = bool((points == points[:1]).all())
-        kps_images = kps_image_source(points, width, height, "fix_face" if still else "driven")
+        # The kps track is already retargeted (RetargetKps); one made for these frames is used frame for frame.
+        points = kps_for_frames(None, kps, "no_retarget", num_frames, fps, width, height, compat,
+                                keep_matching_length=True).points
+        kps_images = kps_image_source(points, width, height)
 
-        dtype = pipe.dtype
-        frames_per_window = len(windows[0])
-        unet_config = getattr(pipe.models, "unet_config", None)
-        base_channels = unet_config.block_out_channels[0] if unet_config is not None else 320
-        # Activation memory of one UNet call (both CFG halves of a window), reserved when the UNet is loaded.
-        per_image = estimate_unet_bytes_per_image((height // 8) * (width // 8), base_channels, dtype)
-        unet_bytes = per_image * frames_per_window * 2
-        placement = ComfyPlacement(pipe.patchers, offload=pipe.offload, memory_required={"denoise": unet_bytes})
+        placement = ComfyPlacement(pipe.patchers, offload=pipe.offload)
         pipeline = VExpressPipeline(pipe.models, device=compute_device(), compat=compat, placement=placement,
                                     offload=pipe.offload)
+        # ComfyUI makes room for the UNet's activations too, as the pipeline sizes them on entering the stage.
+        placement.memory_required = pipeline.stage_memory_bytes
         settings = SamplingSettings(
             num_inference_steps=int(steps),
             guidance_scale=float(guidance_scale),
@@ -171,9 +158,7 @@ class VExpressSampler(io.ComfyNode):
         try:
             reference_state = pipeline.encode_reference(reference, hooks)
             kps_features = pipeline.encode_kps(kps_images, num_frames, hooks)
-            num_pad = int(getattr(pipe.models.constants, "num_pad_audio_frames", 2))
-            windows_audio = audio_features.audio_windows(audio_embeds.features, num_frames, num_pad=num_pad)
-            tokens = pipeline.project_audio(windows_audio, hooks)
+            tokens = pipeline.audio_tokens(audio_embeds.features, num_frames, hooks)
             latents = pipeline.sample(reference_state, kps_features, tokens, windows, settings, hooks)
             # uint8 as the library writes them (rounded; truncated in compat "original"), then IMAGE floats,
             # filled chunk by chunk into one preallocated batch.

@@ -51,8 +51,8 @@ class VExpressSaveVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, images, fps: float, filename_prefix: str, crf: int, audio=None) -> io.NodeOutput:
-        from vexpress_model.inputs.audio import audio_from_comfy
-        from vexpress_model.outputs.video import write_video
+        from ..vexpress_model.inputs.audio import audio_from_comfy
+        from ..vexpress_model.outputs.video import write_video
 
         folder_paths = _comfy.folder_paths
         height, width = int(images.shape[1]), int(images.shape[2])
@@ -71,30 +71,22 @@ class VExpressSaveVideo(io.ComfyNode):
             for start in range(0, images.shape[0], ENCODE_CHUNK_FRAMES):
                 yield _types.image_to_uint8(images[start : start + ENCODE_CHUNK_FRAMES])
 
-        write_video(path, frames(), fps=float(fps), audio=sound, crf=int(crf), **cls._metadata_kwargs(write_video))
+        write_video(path, frames(), fps=float(fps), audio=sound, crf=int(crf), metadata=cls._metadata())
         video = _comfy.InputImpl.VideoFromFile(path)
         return io.NodeOutput(video, ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]))
 
     @classmethod
-    def _metadata_kwargs(cls, writer) -> dict:
-        """``metadata=`` for the library writer when it takes one (prompt and workflow in the MP4)."""
-        import inspect
-
-        if "metadata" not in inspect.signature(writer).parameters:
-            return {}
-        return {"metadata": cls._metadata()}
-
-    @classmethod
     def _metadata(cls) -> dict[str, str]:
-        """The prompt and workflow, as ComfyUI's own video and image savers embed them (unless --disable-metadata)."""
+        """The prompt and workflow, as core SaveVideo embeds them (unless --disable-metadata): each
+        ``extra_pnginfo`` key (the UI sends ``workflow``), then ``prompt``, as JSON text."""
         if _comfy.cli_args().disable_metadata or cls.hidden is None:
             return {}
         metadata: dict[str, str] = {}
-        if cls.hidden.prompt is not None:
-            metadata["prompt"] = json.dumps(cls.hidden.prompt)
         if cls.hidden.extra_pnginfo is not None:
             for key, value in cls.hidden.extra_pnginfo.items():
                 metadata[key] = json.dumps(value)
+        if cls.hidden.prompt is not None:
+            metadata["prompt"] = json.dumps(cls.hidden.prompt)
         return metadata
 
 

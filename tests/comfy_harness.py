@@ -6,13 +6,15 @@ these fixtures are skipped with a message saying so. Only this helper puts Comfy
 never touches it.
 
 The pack is imported the way ComfyUI's loader does it (``importlib`` with the package's own name), so relative
-imports and the pack's ``__init__`` run exactly as in a server. ComfyUI's folders (models, input, output, temp) are
+imports and the pack's ``__init__`` run exactly as in a server; the nodes then use the pack's copy of the library,
+``<pack>.vexpress_model`` (see :func:`import_library`). ComfyUI's folders (models, input, output, temp) are
 pointed at a temporary directory with a tiny random-weight model in ``models/vexpress/tiny`` and the stand-in face
 detector in ``models/insightface/models/buffalo_l``.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import shutil
@@ -73,6 +75,17 @@ def import_pack() -> ModuleType:
     sys.modules[PACK_MODULE] = module
     spec.loader.exec_module(module)
     return module
+
+
+def import_library(name: str) -> ModuleType:
+    """``<pack>.vexpress_model.<name>``: the pack's own copy of the library, the one the nodes import relatively.
+
+    Whatever a test hands to a node (a ``KpsTrack``) or catches from one (``InputError``) must come from this copy:
+    a separately imported ``vexpress_model`` defines the same classes as different objects, so ``isinstance`` and
+    ``pytest.raises`` would not match them.
+    """
+    pack = import_pack()
+    return importlib.import_module(f"{pack.__name__}.vexpress_model.{name}")
 
 
 def setup_folders(base: Path, model_source: Path) -> dict[str, Path]:

@@ -253,9 +253,30 @@ def test_example_workflow_makes_an_h264_aac_video(server, path):
         assert (video.codec_context.width, video.codec_context.height) == (64, 64)
         assert video.average_rate == Fraction(FPS).limit_denominator(1000)
         decoded = sum(1 for _ in container.decode(video))
+        prompt = json.loads(container.metadata["prompt"])  # the graph that made it, as core SaveVideo keeps it
     assert decoded == frames
+    assert {k: n["class_type"] for k, n in prompt.items()} == {k: n["class_type"] for k, n in graph.items()}
     if any(n["class_type"] == "VExpressSaveKps" for n in graph.values()):
         assert any(f.suffix == ".npz" for f in (server.base / "output" / "vexpress").iterdir())
+
+
+def test_video_carries_the_workflow_the_ui_sends(server):
+    """The frontend queues the UI workflow as extra_pnginfo; it lands in the MP4 next to the prompt."""
+    import av
+
+    name = "vexpress_any_audio_fix_face.json"
+    graph = _small(json.loads((REPO / "example_workflows" / "api" / name).read_text()), VExpressSampler={"seed": 77})
+    workflow = json.loads((REPO / "example_workflows" / name).read_text())
+    answer = api.post_json(server.url, "/prompt", {"prompt": graph, "client_id": "vexpress-test",
+                                                   "extra_data": {"extra_pnginfo": {"workflow": workflow}}})
+    entry = api.wait(server.url, answer["prompt_id"], 600)
+    assert api.error_of(entry) is None, server.log_text()[-4000:]
+    video = next(p for p in (api.download(server.url, item, server.base / "downloads")
+                             for item in api.output_files(entry)) if p.suffix == ".mp4")
+    with av.open(str(video)) as container:
+        tags = dict(container.metadata)
+    assert json.loads(tags["workflow"]) == workflow
+    assert json.loads(tags["prompt"])["1"]["class_type"] == graph["1"]["class_type"]
 
 
 def test_second_run_reuses_the_loaded_networks(server):

@@ -64,3 +64,35 @@ def test_bad_shapes_are_rejected() -> None:
         draw_kps_image(64, 64, np.zeros((5, 2), np.float32))
     with pytest.raises(ValueError):
         draw_kps_images(64, 64, np.zeros((3, 2), np.float32))
+
+
+def test_kps_image_source_draws_a_still_face_once() -> None:
+    from vexpress_model.conditioning.kps_images import kps_image_source
+
+    still = np.broadcast_to(np.array([[20.5, 20.5], [44.5, 20.5], [32.5, 40.5]], np.float32), (6, 3, 2))
+    image = kps_image_source(still, 48, 64)
+    assert isinstance(image, np.ndarray) and image.shape == (64, 48, 3)
+    np.testing.assert_array_equal(image, draw_kps_image(64, 48, still[0]))
+
+
+def test_kps_image_source_draws_moving_frames_on_demand() -> None:
+    from vexpress_model.conditioning.kps_images import kps_image_source
+
+    moving = np.stack([np.array([[20, 20], [44, 20], [32, 40]], np.float32) + i for i in range(6)])
+    source = kps_image_source(moving, 48, 64)
+    assert callable(source)
+    np.testing.assert_array_equal(source(2, 5), draw_kps_images(64, 48, moving[2:5]))
+    with pytest.raises(ValueError):
+        kps_image_source(np.zeros((0, 3, 2), np.float32), 48, 64)
+
+
+def test_kps_preview_is_scaled_down_with_its_points() -> None:
+    from vexpress_model.conditioning.kps_images import draw_kps_preview
+
+    kps = np.array([[[200.0, 200.0], [600.0, 200.0], [400.0, 500.0]]], np.float32)
+    preview = draw_kps_preview(kps, 1024, 768, 256)
+    assert preview.shape == (1, 192, 256, 3)
+    np.testing.assert_array_equal(preview[0], draw_kps_image(192, 256, kps[0] / 4))
+    assert draw_kps_preview(np.repeat(kps, 3, 0), 1024, 768, 256, long_sequence=2).shape == (3, 96, 128, 3)
+    assert draw_kps_preview(kps / 8, 128, 96, 256).shape == (1, 96, 128, 3)  # never scaled up
+    assert draw_kps_preview(kps, None, None, 256).shape == (1, 256, 256, 3)  # unknown size: 512 x 512

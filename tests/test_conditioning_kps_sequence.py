@@ -112,3 +112,97 @@ def test_bad_arguments() -> None:
         resample_kps_track(_ramp(4), 4)  # by timestamp needs the fps
     with pytest.raises(ValueError):
         resample_kps_track(_ramp(4), 4, fps=30.0, compat="other")
+
+
+# ------------------------------------------------------------------------------------ kps_for_frames (issue 5)
+
+REFERENCE = np.array([[20.0, 24.0], [44.0, 24.0], [32.0, 40.0]], np.float32)
+
+
+def _moving(frames: int, fps: float | None = 25.0, size: tuple[int, int] | None = (128, 128)) -> KpsTrack:
+    """A driving face (twice the reference, in a 128x128 frame) whose nose drifts right by one pixel per frame."""
+    points = np.stack([REFERENCE * 2 + [i, 0.5 * i] for i in range(frames)]).astype(np.float32)
+    width, height = size if size is not None else (None, None)
+    return KpsTrack(points, fps=fps, width=width, height=height)
+
+
+@pytest.mark.parametrize("compat", ["fixed", "original"])
+@pytest.mark.parametrize("strategy", ["no_retarget", "offset_retarget", "naive_retarget"])
+def test_kps_for_frames_is_rescale_resample_retarget(strategy: str, compat: str) -> None:
+    from vexpress_model.conditioning.kps_sequence import kps_for_frames
+    from vexpress_model.conditioning.retarget import retarget_kps
+
+    driving = _moving(40)
+    track = kps_for_frames(REFERENCE, driving, strategy, 30, 30.0, 64, 64, compat)
+    steps = resample_kps_track(rescale_track(driving, 64, 64), 30, 30.0, compat=compat)
+    np.testing.assert_array_equal(track.points, retarget_kps(REFERENCE, steps, strategy, compat))
+    assert (track.num_frames, track.fps, track.width, track.height) == (30, 30.0, 64, 64)
+
+
+def test_kps_for_frames_fix_face_lengths_and_fps() -> None:
+    from vexpress_model.conditioning.kps_sequence import kps_for_frames
+
+    moving = _moving(12, fps=24.0)
+    for driving, num_frames, expected_frames, expected_fps in (
+        (None, 7, 7, 30.0),  # the clip's frames
+        (moving, 7, 7, 30.0),  # the driving motion is not used
+        (moving, None, 12, 24.0),  # as many frames as the driving track, at its rate
+        (None, None, 1, 30.0),  # one frame, stretched over the clip by the pipeline
+    ):
+        track = kps_for_frames(REFERENCE, driving, "fix_face", num_frames, 30.0, 64, 64)
+        assert (track.num_frames, track.fps) == (expected_frames, expected_fps)
+        np.testing.assert_array_equal(track.points, np.broadcast_to(REFERENCE, track.points.shape))
+
+
+def test_kps_for_frames_keeps_the_driving_frames_when_no_count_is_given() -> None:
+    from vexpress_model.conditioning.kps_sequence import kps_for_frames
+
+    driving = _moving(9, fps=12.5)
+    track = kps_for_frames(None, driving, "no_retarget", None, 30.0, 64, 64)
+    np.testing.assert_allclose(track.points, driving.points / 2, atol=1e-6)
+    assert track.fps == 12.5 and track.points is not driving.points
+    unknown = kps_for_frames(None, _moving(9, fps=None, size=None), "no_retarget", None, 30.0, 64, 64)
+    assert unknown.fps == 30.0 and unknown.num_frames == 9
+    np.testing.assert_array_equal(unknown.points, _moving(9).points)  # unknown size: already output pixels
+
+
+def test_kps_for_frames_keep_matching_length() -> None:
+    """A track made for these frames (RetargetKps) is used frame for frame; any other length is resampled by time."""
+    from vexpress_model.conditioning.kps_sequence import kps_for_frames
+
+    made_for_it = _moving(10, fps=25.0, size=(64, 64))
+    kept = kps_for_frames(None, made_for_it, "no_retarget", 10, 30.0, 64, 64, keep_matching_length=True)
+    np.testing.assert_array_equal(kept.points, made_for_it.points)
+    resampled = kps_for_frames(None, made_for_it, "no_retarget", 10, 30.0, 64, 64)
+    np.testing.assert_array_equal(resampled.points, resample_kps_track(made_for_it, 10, 30.0))
+    assert not np.array_equal(resampled.points, kept.points)
+    longer = kps_for_frames(None, made_for_it, "no_retarget", 14, 30.0, 64, 64, keep_matching_length=True)
+    np.testing.assert_array_equal(longer.points, resample_kps_track(made_for_it, 14, 30.0))
+
+
+def test_kps_for_frames_errors() -> None:
+    from vexpress_model.conditioning.kps_sequence import kps_for_frames
+    from vexpress_model.errors import InputError
+
+    with pytest.raises(InputError, match="driving kps"):
+        kps_for_frames(REFERENCE, None, "offset_retarget", 10, 30.0, 64, 64)
+    with pytest.raises(InputError, match="unknown retarget strategy"):
+        kps_for_frames(REFERENCE, _moving(4), "sideways", 10, 30.0, 64, 64)
+    with pytest.raises(ValueError, match="reference kps"):
+        kps_for_frames(None, _moving(4), "naive_retarget", 10, 30.0, 64, 64)
+    with pytest.raises(ValueError, match="reference kps"):
+        kps_for_frames(None, None, "fix_face", 10, 30.0, 64, 64)
+    with pytest.raises(ValueError):
+        kps_for_frames(REFERENCE, None, "fix_face", 0, 30.0, 64, 64)
+
+
+def test_kps_for_frames_reproduces_the_s2_sequence(parity_dir) -> None:
+    """The original's S2 case (40 driving frames, 32 output frames, no_retarget, index rule) through the one call."""
+    from vexpress_model.conditioning.kps_sequence import kps_for_frames
+    from vexpress_model.inputs.kps import load_kps, load_reference_kps
+
+    track = load_kps(parity_dir / "inputs" / "astronaut_kps_64_40f.pth")
+    reference = load_reference_kps(parity_dir / "inputs" / "astronaut_ref_kps_64.json")
+    sequence = kps_for_frames(reference, track, "no_retarget", 32, 30.0, 64, 64, "original").points
+    expected = np.load(parity_dir / "outputs" / "S2_no_retarget" / "kps_sequence.npy")
+    assert np.abs(sequence - expected).max() <= 1e-4

@@ -50,6 +50,12 @@ def node(pack):
 
 
 @pytest.fixture(scope="session")
+def lib(pack):
+    """``lib("errors")`` -> the pack's copy of ``vexpress_model.errors`` (the classes the nodes use)."""
+    return comfy_harness.import_library
+
+
+@pytest.fixture(scope="session")
 def dirs(pack, tmp_path_factory, tiny_model_dir):
     return comfy_harness.setup_folders(tmp_path_factory.mktemp("comfy"), tiny_model_dir)
 
@@ -61,13 +67,11 @@ def pipe(node, dirs):
 
 
 @pytest.fixture(scope="session")
-def audio():
+def audio(lib):
     """The shipped example speech as a core AUDIO (16 kHz mono, about 3.5 s)."""
     import torch
 
-    from vexpress_model.inputs.audio import decode_audio
-
-    decoded = decode_audio(comfy_harness.REPO_ROOT / "example_workflows" / "input" / "vexpress_speech.wav")
+    decoded = lib("inputs.audio").decode_audio(comfy_harness.REPO_ROOT / "example_workflows" / "input" / "vexpress_speech.wav")
     return {"waveform": torch.from_numpy(decoded.waveform)[None], "sample_rate": decoded.sample_rate}
 
 
@@ -203,6 +207,32 @@ def test_fix_face_video_end_to_end(node, dirs, embeds, generated):
 
 
 
+def test_saved_video_carries_the_prompt_and_workflow(node, dirs, embeds, generated, monkeypatch):
+    """Like core SaveVideo: ``prompt`` and each extra_pnginfo key (``workflow``) as JSON tags, unless
+    --disable-metadata."""
+    import av
+    from comfy.cli_args import args
+    from comfy_api.latest import io
+
+    prompt = {"3": {"class_type": "VExpressSampler", "inputs": {"seed": 42, "steps": 2}}}
+    workflow = {"nodes": [{"id": 3, "type": "VExpressSampler"}], "links": [], "version": 0.4}
+    save = node("video").VExpressSaveVideo.PREPARE_CLASS_CLONE(
+        {io.Hidden.prompt: prompt, io.Hidden.extra_pnginfo: {"workflow": workflow}}
+    )
+
+    def saved_tags(prefix: str) -> dict:
+        out = save.execute(images=generated["images"][:4], audio=embeds[1], fps=FPS, filename_prefix=prefix, crf=30)
+        item = out.ui.as_dict()["images"][0]
+        with av.open(str(dirs["output"] / item["subfolder"] / item["filename"])) as container:
+            return dict(container.metadata)
+
+    tags = saved_tags("vexpress/meta")
+    assert json.loads(tags["prompt"]) == prompt and json.loads(tags["workflow"]) == workflow
+    monkeypatch.setattr(args, "disable_metadata", True)
+    tags = saved_tags("vexpress/nometa")
+    assert "prompt" not in tags and "workflow" not in tags
+
+
 def test_progress_counts_unet_calls_and_shows_previews(generated):
     events = generated["events"]
     assert events and events[-1][0] == events[-1][1]
@@ -222,12 +252,16 @@ def test_frames_work_with_core_create_video(embeds, generated, tmp_path):
         assert container.streams.video[0].frames == embeds[2]
 
 
-def test_each_stage_goes_through_load_models_gpu(generated):
+def test_each_stage_goes_through_load_models_gpu(generated, pipe, lib):
     calls = generated["calls"]
     roles = [tuple(r) for r, _, _ in calls]
     assert roles == [("vae", "reference_net"), ("kps_guider",), ("audio_projection",), ("denoising_unet",), ("vae",)]
     assert all(full for _, _, full in calls)
-    assert dict(zip(roles, (m for _, m, _ in calls)))[("denoising_unet",)] > 0
+    # The UNet's activations for one 8-frame window of 8x8 latents, both CFG halves: the pipeline's own estimate.
+    per_image = lib("pipeline.sampler").estimate_unet_bytes_per_image(
+        64, pipe.models.unet_config.block_out_channels[0], pipe.dtype
+    )
+    assert [m for _, m, _ in calls] == [0, 0, 0, per_image * SAMPLER_SMALL["context_frames"] * 2, 0]
 
 
 def test_networks_left_off_the_device_are_moved_for_their_stage_only(node, pipe, monkeypatch):
@@ -333,11 +367,12 @@ def test_audio_embed_outputs(embeds, audio):
     assert features.num_frames == frames and features.features.ndim == 2
 
 
-def test_audio_embed_stereo_44k_and_missing_audio(node, pipe):
+def test_audio_embed_stereo_44k_and_missing_audio(node, pipe, lib):
     import torch
 
     from tests import media
-    from vexpress_model.errors import InputError
+
+    InputError = lib("errors").InputError
 
     stereo = {"waveform": torch.from_numpy(media.speech_like(1.5, 44100, channels=2))[None], "sample_rate": 44100}
     features, used, frames, fps = node("audio").VExpressAudioEmbed.execute(pipe=pipe, audio=stereo, fps=25.0)
@@ -361,10 +396,8 @@ def test_extract_kps_from_images_and_video(node, dirs, portrait):
     assert track.num_frames == 30 and track.fps == pytest.approx(10.0) and track.width == 256
 
 
-def test_retarget_strategies(node, portrait, dirs):
-    from vexpress_model.inputs.kps import load_kps
-
-    driving = load_kps(dirs["input"] / "vexpress_driving_other_kps.pth")
+def test_retarget_strategies(node, portrait, dirs, lib):
+    driving = lib("inputs.kps").load_kps(dirs["input"] / "vexpress_driving_other_kps.pth")
     import dataclasses
 
     driving = dataclasses.replace(driving, fps=30.0, width=512, height=512)
@@ -402,10 +435,10 @@ def test_save_and_load_kps_in_every_format(node, dirs, fix_face_kps):
     assert kps_nodes.VExpressLoadKps.validate_inputs(kps_file="missing.npz") != True  # noqa: E712
 
 
-def test_face_nodes_say_what_is_missing_without_insightface(node, portrait, monkeypatch):
+def test_face_nodes_say_what_is_missing_without_insightface(node, portrait, monkeypatch, lib):
     import sys
 
-    from vexpress_model.errors import VExpressError
+    VExpressError = lib("errors").VExpressError
 
     monkeypatch.setitem(sys.modules, "insightface", None)
     monkeypatch.setitem(sys.modules, "insightface.model_zoo", None)
@@ -417,10 +450,10 @@ def test_face_nodes_say_what_is_missing_without_insightface(node, portrait, monk
 # -------------------------------------------------------------------------------------------------- loader
 
 
-def test_loader_reports_missing_files_with_urls_and_paths(node, dirs):
+def test_loader_reports_missing_files_with_urls_and_paths(node, dirs, lib):
     import folder_paths
 
-    from vexpress_model.errors import ModelFolderError
+    ModelFolderError = lib("errors").ModelFolderError
 
     empty = dirs["models"] / "vexpress" / "empty"
     (empty / "v-express").mkdir(parents=True)

@@ -81,6 +81,29 @@ def test_only_the_shim_imports_comfyui():
                     pytest.fail(f"{path.name} imports {name}; ComfyUI is imported only in nodes/_comfy.py")
 
 
+def _absolute_library_imports(path: Path) -> list[str]:
+    """Imports of ``vexpress_model`` by its top-level name in ``path`` (a bundled copy must never do that)."""
+    found = []
+    for item in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        names = []
+        if isinstance(item, ast.Import):
+            names = [alias.name for alias in item.names]
+        elif isinstance(item, ast.ImportFrom) and item.level == 0 and item.module:
+            names = [item.module]
+        found += [f"{path.relative_to(REPO)}:{item.lineno} {n}" for n in names if n.split(".")[0] == "vexpress_model"]
+    return found
+
+
+def test_the_pack_and_its_library_import_the_library_relatively():
+    """A clone into custom_nodes works with nothing installed or registered: the nodes reach the bundled library as
+    ``..vexpress_model`` and the library reaches itself relatively, so ``import vexpress_model`` is never needed."""
+    files = NODE_FILES + [REPO / "__init__.py"] + sorted((REPO / "vexpress_model").rglob("*.py"))
+    offenders = [hit for path in files for hit in _absolute_library_imports(path)]
+    assert offenders == []
+    root = (REPO / "__init__.py").read_text()
+    assert "sys.modules" not in root and "sys.path" not in root
+
+
 def test_pack_imports_outside_comfyui_without_heavy_modules():
     code = (
         "import importlib.util, sys\n"

@@ -439,3 +439,103 @@ def test_long_clips_keep_kps_features_in_host_memory():
     assert stores == ["meta", "cpu"]
     assert np.array_equal(results[0], results[1])
     assert VExpressPipeline(models, device="cpu", offload=True).condition_device_budget_bytes == 0
+
+
+# ------------------------------------------------------------------------------- stages for the nodes (issue 5)
+
+
+@pytest.fixture(scope="module")
+def models_with_wav2vec2(parity_model_dir):
+    """The stand-in networks plus the tiny parity wav2vec2 (48 features), so the audio encoder stage runs for real."""
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    folder = parity_model_dir / "wav2vec2-base-960h"
+    models = make_fake_models(audio_in=48)
+    models.audio_encoder = Wav2Vec2Model.from_pretrained(folder).eval()
+    models.audio_feature_extractor = Wav2Vec2FeatureExtractor.from_pretrained(folder)
+    return models
+
+
+def test_audio_stages_compose_to_encode_audio(models_with_wav2vec2):
+    from tests import media
+    from vexpress_model.conditioning.audio_features import audio_windows, wav2vec2_features
+
+    models = models_with_wav2vec2
+    waveform = media.speech_like(1.2, 16000)[0]
+    placement = RecordingPlacement()
+    pipeline = VExpressPipeline(models, placement=placement)
+    features = pipeline.audio_features(waveform)
+    expected = wav2vec2_features(models.audio_encoder, models.audio_feature_extractor, waveform)
+    torch.testing.assert_close(features, expected, atol=0, rtol=0)
+    dumped = {}
+    hooks = Hooks(dump=lambda name, array: dumped.__setitem__(name, array))
+    # Features kept in host memory (the AudioEmbed node's output) give the same tokens.
+    tokens = pipeline.audio_tokens(features.cpu(), 36, hooks)
+    assert tokens.shape == (36, 5, 12) and set(dumped) == {"audio_proj_output"}
+    torch.testing.assert_close(tokens, pipeline.project_audio(audio_windows(features, 36, num_pad=2)), atol=0, rtol=0)
+    torch.testing.assert_close(pipeline.encode_audio(waveform, 36), tokens, atol=0, rtol=0)
+    assert placement.stages[:2] == [("audio", ("audio_encoder",)), ("audio", ("audio_projection",))]
+    assert placement.events[:4] == ["+audio", "-audio", "+audio", "-audio"]
+
+
+def test_audio_features_checks_cancel_before_loading_the_encoder(models_with_wav2vec2):
+    placement = RecordingPlacement()
+    pipeline = VExpressPipeline(models_with_wav2vec2, placement=placement)
+    with pytest.raises(GenerationCancelled):
+        pipeline.audio_features(np.zeros(16000, np.float32), Hooks(cancel=lambda: True))
+    assert placement.stages == []
+
+
+class ReservingPlacement(RecordingPlacement):
+    """Asks the pipeline for the stage's activation memory as it enters a stage (what the ComfyUI placement does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pipeline: VExpressPipeline | None = None
+        self.reserved: dict[str, int] = {}
+
+    def enter_stage(self, name: str, modules: Mapping[str, nn.Module]) -> None:
+        super().enter_stage(name, modules)
+        self.reserved[name] = self.pipeline.stage_memory_bytes(name)
+
+
+@pytest.mark.parametrize("guidance, halves", [(3.5, 2), (1.0, 1)])
+def test_stage_memory_bytes_is_the_denoise_window_estimate(guidance, halves):
+    from vexpress_model.pipeline.sampler import estimate_unet_bytes_per_image
+
+    models = make_fake_models()
+    placement = ReservingPlacement()
+    pipeline = VExpressPipeline(models, placement=placement)
+    placement.pipeline = pipeline
+    assert pipeline.stage_memory_bytes("denoise") == 0  # nothing known before sampling
+    _run(pipeline, 20, context_windows(20, 8, 2), SamplingSettings(2, guidance, 1, 1, 0))
+    # 32x32 images: 4x4 latents; the stand-in UNet's first block has 16 channels; 8-frame windows.
+    expected = estimate_unet_bytes_per_image(16, 16, torch.float32) * 8 * halves
+    assert placement.reserved == {"reference": 0, "kps": 0, "audio": 0, "denoise": expected}
+
+
+def test_window_batch_is_sized_after_the_unet_is_loaded(monkeypatch):
+    """On a GPU the budget is the free memory: it must be measured once the denoise stage has loaded the UNet."""
+    models = make_fake_models()
+    placement = RecordingPlacement()
+    pipeline = VExpressPipeline(models, placement=placement)
+    measured_after: list[list[str]] = []
+
+    def budget() -> int:
+        measured_after.append(list(placement.events))
+        return 1 << 40
+
+    monkeypatch.setattr(pipeline, "_memory_budget", budget)
+    _run(pipeline, 40, context_windows(40, 8, 4, "original"), SamplingSettings(2, 3.5, 1, 1, 0))
+    assert len(measured_after) == 1 and measured_after[0][-1] == "+denoise"
+    assert pipeline.stats["unet_calls"] == 2  # every window in one call per step
+    # The overrides still decide: a fixed batch size measures nothing, a fixed budget replaces the measurement.
+    fixed = VExpressPipeline(models, window_batch_size=3)
+    monkeypatch.setattr(fixed, "_memory_budget", lambda: pytest.fail("free memory measured despite window_batch_size"))
+    _run(fixed, 40, context_windows(40, 8, 4, "original"), SamplingSettings(2, 3.5, 1, 1, 0))
+    assert fixed.stats["unet_calls"] == 2 * 3  # 9 windows in 3 calls per step
+    tight = VExpressPipeline(models, memory_budget_bytes=1)
+    _run(tight, 40, context_windows(40, 8, 4, "original"), SamplingSettings(2, 3.5, 1, 1, 0))
+    assert tight.stats["unet_calls"] == 2 * 9  # one window per call

@@ -242,28 +242,18 @@ def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> 
 
 def kps_sequence(request: GenerationRequest, reference_kps: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
     """Per-frame kps [T, 3, 2] after resampling the driving track to the output frames and retargeting."""
-    from .conditioning.kps_sequence import resample_kps_track, rescale_track
-    from .conditioning.retarget import retarget_kps
+    from .conditioning.kps_sequence import kps_for_frames
     from .inputs.kps import load_kps
 
-    if request.retarget_strategy == "fix_face":
-        return retarget_kps(reference_kps, None, "fix_face", request.compat, num_frames=num_frames)
-    assert request.kps_path is not None
-    track = load_kps(request.kps_path)
-    if track.width and track.height and (track.width, track.height) != (request.width, request.height):
-        track = rescale_track(track, request.width, request.height)
-    driving = resample_kps_track(track, num_frames, fps, compat=request.compat)
-    return retarget_kps(reference_kps, driving, request.retarget_strategy, request.compat)
-
-
-def kps_image_source(sequence: np.ndarray, width: int, height: int, strategy: str) -> Any:
-    """What the pipeline's kps stage reads: one image for ``fix_face`` (the pipeline broadcasts it), otherwise a
-    callable that draws the requested frames on demand, so a long clip's kps images never exist all at once."""
-    from .conditioning.kps_images import draw_kps_image, draw_kps_images
-
-    if strategy == "fix_face":
-        return draw_kps_image(height, width, sequence[0])
-    return lambda start, stop: draw_kps_images(height, width, sequence[start:stop])
+    # fix_face follows no driving motion, so its kps file (if any) is not even read.
+    driving = None
+    if request.retarget_strategy != "fix_face" and request.kps_path is not None:
+        driving = load_kps(request.kps_path)
+    track = kps_for_frames(
+        reference_kps, driving, request.retarget_strategy, num_frames, fps, request.width, request.height,
+        request.compat,
+    )
+    return track.points
 
 
 def apply_test_stage(unet: Any, test_stage: str) -> None:
@@ -316,7 +306,7 @@ def run_generation(request: GenerationRequest) -> Path:
     """Generate the video for ``request``; returns the written path."""
     import torch
 
-    from .conditioning.kps_images import draw_kps_images
+    from .conditioning.kps_images import draw_kps_images, kps_image_source
     from .inputs.audio import decode_audio, to_mono_16k
     from .inputs.image import load_reference_image
     from .models import load_vexpress_models
@@ -338,7 +328,7 @@ def run_generation(request: GenerationRequest) -> Path:
     logger.info("%d frames at %.3f fps in %d context windows", plan.num_frames, plan.fps, len(plan.windows))
     reference_kps = reference_keypoints(request, paths, device)
     sequence = kps_sequence(request, reference_kps, plan.num_frames, plan.fps)
-    kps_images = kps_image_source(sequence, request.width, request.height, request.retarget_strategy)
+    kps_images = kps_image_source(sequence, request.width, request.height)
     if dump is not None:
         dump("kps_sequence", sequence.astype(np.float32))
         dump("kps_images", draw_kps_images(request.height, request.width, sequence))

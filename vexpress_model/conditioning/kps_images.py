@@ -5,13 +5,21 @@ filled discs of radius 4 on top: eye on the image left red (255, 0, 0), eye on t
 (0, 255, 0), nose blue (0, 0, 255), channel 0 first (RGB). Every coordinate, the limb centre, half-length
 and angle are truncated to integers before drawing, as the original does; the output is pixel-identical
 to the original's ``draw_kps_image``.
+
+:func:`kps_image_source` is what the pipeline's kps stage reads: one image for a still face, else frames drawn on
+demand, so that a long clip's kps images never exist all at once.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
+
+KpsImageSource = Callable[[int, int], np.ndarray]
+"""``source(start, stop)`` -> uint8 kps images ``[stop - start, H, W, 3]`` of those frames (the pipeline's
+``encode_kps`` accepts it)."""
 
 POINT_COLOURS: tuple[tuple[int, int, int], ...] = ((255, 0, 0), (0, 255, 0), (0, 0, 255))
 LIMBS: tuple[tuple[int, int], ...] = ((0, 2), (1, 2))
@@ -57,3 +65,46 @@ def draw_kps_images(height: int, width: int, kps_sequence: np.ndarray) -> np.nda
     for index, points in enumerate(sequence):
         images[index] = draw_kps_image(height, width, points)
     return images
+
+
+def kps_image_source(kps_sequence: np.ndarray, width: int, height: int) -> np.ndarray | KpsImageSource:
+    """The kps images of a sequence [T, 3, 2] as the pipeline's ``encode_kps`` takes them.
+
+    A still face (every frame equal: ``fix_face``, or a driving track that never moves) gives one uint8 image
+    [H, W, 3], which the pipeline broadcasts over the clip (the guider then runs once); any other sequence gives a
+    callable ``(start, stop) -> uint8 [stop - start, H, W, 3]`` that draws those frames when the guider needs them.
+    """
+    sequence = np.asarray(kps_sequence)
+    if sequence.ndim != 3 or sequence.shape[0] == 0:
+        raise ValueError(f"kps_sequence must have shape (T > 0, 3, 2), got {sequence.shape}")
+    _check_kps(sequence, (sequence.shape[0],))
+    if bool((sequence == sequence[:1]).all()):
+        return draw_kps_image(height, width, sequence[0])
+    return lambda start, stop: draw_kps_images(height, width, sequence[start:stop])
+
+
+def draw_kps_preview(
+    kps_sequence: np.ndarray,
+    width: int | None,
+    height: int | None,
+    max_side: int = 256,
+    *,
+    long_sequence: int = 600,
+) -> np.ndarray:
+    """The sequence [T, 3, 2] drawn as V-Kps images for a person to look at: uint8 [T, h, w, 3].
+
+    The frame (``width`` x ``height``, 512 x 512 when unknown) is scaled down to at most ``max_side`` pixels on its
+    long side (never up, never below 8 pixels), the points with it; sequences longer than ``long_sequence`` frames
+    are drawn at half that size, so a long track's preview stays light. Not what the model sees (that is
+    :func:`draw_kps_images` at the output size).
+    """
+    sequence = np.asarray(kps_sequence, dtype=np.float32)
+    if sequence.ndim != 3:
+        raise ValueError(f"kps_sequence must have shape (T, 3, 2), got {sequence.shape}")
+    width = width or 512
+    height = height or 512
+    side = max_side if sequence.shape[0] <= long_sequence else max_side // 2
+    scale = min(1.0, side / max(width, height))
+    out_w, out_h = max(8, round(width * scale)), max(8, round(height * scale))
+    points = sequence * np.array([out_w / width, out_h / height], dtype=np.float32)
+    return draw_kps_images(out_h, out_w, points)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vexpress_model.pipeline.sampler import DDIM_CONFIG, LATENT_SCALE, SamplingSettings
+from .sampler import DDIM_CONFIG, LATENT_SCALE, SamplingSettings
 
 
 @torch.inference_mode()

@@ -8,8 +8,9 @@ together through :meth:`VExpressPipeline.generate`:
 2. :meth:`~VExpressPipeline.encode_kps` -- V-Kps guider on the kps images in [0, 1], in chunks; only the
    conditional features are kept (the unconditional ones are zeros), and identical frames (``fix_face``) are
    computed once and broadcast.
-3. :meth:`~VExpressPipeline.encode_audio` / :meth:`~VExpressPipeline.project_audio` -- wav2vec2 features ->
-   per-frame windows -> audio projection tokens ``[T, 5, D]``.
+3. :meth:`~VExpressPipeline.audio_features` (wav2vec2 over the whole clip) and
+   :meth:`~VExpressPipeline.audio_tokens` (per-frame windows -> audio projection tokens ``[T, 5, D]``), or both at
+   once with :meth:`~VExpressPipeline.encode_audio`; :meth:`~VExpressPipeline.project_audio` takes ready windows.
 4. :meth:`~VExpressPipeline.sample` -- DDIM (SPEC §4.12) with classifier-free guidance that drops all three
    conditions (SPEC §4.13), the windows' guided v-predictions averaged with equal weights, then one scheduler
    step per timestep over all frames.
@@ -39,9 +40,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from vexpress_model.errors import InputError
-from vexpress_model.pipeline.placement import ModulePlacement, Placement, module_device
-from vexpress_model.pipeline.timing import Compat, FramePlan, MAX_CONTEXT_FRAMES, frame_window_counts
+from ..errors import InputError
+from .placement import ModulePlacement, Placement, module_device
+from .timing import Compat, FramePlan, MAX_CONTEXT_FRAMES, frame_window_counts
 
 logger = logging.getLogger("vexpress.pipeline")
 
@@ -230,7 +231,8 @@ class VExpressPipeline:
 
     * ``fast_paths`` -- the UNet's once-per-video reference K/V and constant unconditional attentions.
     * ``window_batch_size`` -- windows per UNet call; None picks the largest that fits ``memory_budget_bytes``
-      (default: half the free device memory on CUDA, 1 GiB on CPU, where batching gains little).
+      (default: half the device memory free once the UNet is loaded, on CUDA; 1 GiB on CPU, where batching gains
+      little). A placement that reserves memory before loading can ask :meth:`stage_memory_bytes`.
     * ``offload`` -- each network leaves the device when its stage ends (see :class:`ModulePlacement`); kps
       features are then kept in host memory and moved per UNet call. ``placement`` replaces the default placement
       object altogether (the ComfyUI nodes pass theirs).
@@ -281,6 +283,8 @@ class VExpressPipeline:
         # Kps features larger than this stay in host memory and travel per UNet call, so that device memory does
         # not grow with the audio length (at 512x512 they take 2.6 MB per frame in fp16; 60 s would be 4.7 GB).
         self.condition_device_budget_bytes = 0 if offload else DEVICE_CONDITION_BUDGET_BYTES
+        # Activation bytes of the stage being entered, by stage name (stage_memory_bytes).
+        self._activation_bytes: dict[str, int] = {}
         # Counters for tests and benchmarks.
         self.stats: dict[str, int] = {"unet_calls": 0, "unet_images": 0, "reference_net_calls": 0,
                                       "kps_guider_calls": 0, "vae_decode_calls": 0}
@@ -292,13 +296,16 @@ class VExpressPipeline:
     # ------------------------------------------------------------------------------------------------ stages
 
     @contextlib.contextmanager
-    def _stage(self, name: str, roles: Sequence[str]) -> Iterator[None]:
+    def _stage(self, name: str, roles: Sequence[str], activation_bytes: int = 0) -> Iterator[None]:
         modules: dict[str, nn.Module] = {}
         for role in roles:
             module = getattr(self.models, role, None)
             if module is None:
                 raise InputError(f"the loaded model set has no {role}, which the {name} stage needs")
             modules[role] = module
+        # Recorded before enter_stage, so that a placement which reserves room while loading the stage's networks
+        # can ask for it (stage_memory_bytes).
+        self._activation_bytes[name] = int(activation_bytes)
         self.placement.enter_stage(name, modules)
         try:
             yield
@@ -311,6 +318,22 @@ class VExpressPipeline:
     def finish(self) -> None:
         """End of a generation: lets the placement release what it still holds (see ``Placement.finish``)."""
         self.placement.finish()
+
+    def stage_memory_bytes(self, stage: str) -> int:
+        """Device memory the stage being entered needs for its activations, on top of its networks' weights.
+
+        For a placement that makes room before it loads a stage's networks (the ComfyUI nodes pass this method as
+        ``memory_required`` to ``load_models_gpu``). It is known when the pipeline calls ``placement.enter_stage``:
+        for ``denoise``, one UNet call on one context window, both CFG halves (the rough upper bound of
+        :func:`estimate_unet_bytes_per_image`); more windows per call are only batched if the memory measured after
+        loading holds them. 0 for the other stages, whose activations are small next to the UNet's.
+        """
+        return self._activation_bytes.get(stage, 0)
+
+    def _window_bytes(self, frames_per_window: int, cfg: bool, latent_hw: int, channels: int) -> int:
+        """Activation bytes of one UNet call on one window (both CFG halves when ``cfg``)."""
+        per_image = estimate_unet_bytes_per_image(latent_hw, channels, self.dtype)
+        return per_image * frames_per_window * (2 if cfg else 1)
 
     @torch.inference_mode()
     def encode_reference(self, image: np.ndarray | torch.Tensor, hooks: Hooks | None = None) -> ReferenceState:
@@ -391,6 +414,51 @@ class VExpressPipeline:
         return KpsFeatures(features=features, num_frames=total, broadcast=broadcast)
 
     @torch.inference_mode()
+    def audio_features(
+        self,
+        waveform_16k: np.ndarray | torch.Tensor,
+        hooks: Hooks | None = None,
+        *,
+        chunk_seconds: float | None = None,
+    ) -> torch.Tensor:
+        """wav2vec2 features ``[N, D]`` (about 50 per second of audio) of a mono 16 kHz waveform ``[N]``, computed
+        over the whole clip (``conditioning.audio_features.wav2vec2_features``) in the ``audio`` stage with the
+        audio encoder. On the device, in the encoder's dtype; ``chunk_seconds`` overrides the length of the pieces
+        in which a long clip's convolutional front end runs (the result is the same)."""
+        from ..conditioning import audio_features
+
+        hooks = hooks or Hooks()
+        hooks.check_cancel()
+        kwargs: dict[str, Any] = {}
+        if chunk_seconds is not None:
+            kwargs["chunk_seconds"] = chunk_seconds
+        with self._stage("audio", ("audio_encoder",)):
+            return audio_features.wav2vec2_features(
+                self.models.audio_encoder, self.models.audio_feature_extractor, waveform_16k, **kwargs
+            )
+
+    @torch.inference_mode()
+    def audio_tokens(
+        self,
+        features: np.ndarray | torch.Tensor,
+        num_frames: int,
+        hooks: Hooks | None = None,
+        *,
+        num_pad: int | None = None,
+    ) -> torch.Tensor:
+        """Audio tokens ``[T, n, D]`` (run dtype, on the device) for ``num_frames`` video frames from the wav2vec2
+        features ``[N, D]`` of the whole clip (:meth:`audio_features`, on any device): per-frame windows
+        (``conditioning.audio_features.audio_windows``, ``num_pad`` from the model's constants unless given), then
+        the audio projection (:meth:`project_audio`)."""
+        from ..conditioning import audio_features
+
+        if num_pad is None:
+            constants = getattr(self.models, "constants", None)
+            num_pad = int(getattr(constants, "num_pad_audio_frames", 2))
+        windows = audio_features.audio_windows(features, num_frames, num_pad=num_pad)
+        return self.project_audio(windows, hooks)
+
+    @torch.inference_mode()
     def project_audio(self, audio_windows: np.ndarray | torch.Tensor, hooks: Hooks | None = None) -> torch.Tensor:
         """Audio tokens ``[T, n, D]`` (run dtype, on the device) from per-frame wav2vec2 windows ``[T, 10, D_w]``."""
         hooks = hooks or Hooks()
@@ -420,25 +488,10 @@ class VExpressPipeline:
         chunk_seconds: float | None = None,
         hooks: Hooks | None = None,
     ) -> torch.Tensor:
-        """Audio tokens ``[T, n, D]`` from a mono 16 kHz waveform: wav2vec2 features -> per-frame windows
-        (``conditioning.audio_features``) -> audio projection."""
-        from vexpress_model.conditioning import audio_features
-
-        hooks = hooks or Hooks()
-        if num_pad is None:
-            constants = getattr(self.models, "constants", None)
-            num_pad = int(getattr(constants, "num_pad_audio_frames", 2))
-        with self._stage("audio", ("audio_encoder", "audio_projection")):
-            kwargs: dict[str, Any] = {}
-            if chunk_seconds is not None:
-                kwargs["chunk_seconds"] = chunk_seconds
-            features = audio_features.wav2vec2_features(
-                self.models.audio_encoder, self.models.audio_feature_extractor, waveform_16k, **kwargs
-            )
-            windows = audio_features.audio_windows(features, num_frames, num_pad=num_pad)
-            tokens = self._project(torch.as_tensor(windows))
-        hooks.emit("audio_proj_output", tokens)
-        return tokens
+        """Audio tokens ``[T, n, D]`` from a mono 16 kHz waveform: :meth:`audio_features` then
+        :meth:`audio_tokens` (wav2vec2 features -> per-frame windows -> audio projection)."""
+        features = self.audio_features(waveform_16k, hooks, chunk_seconds=chunk_seconds)
+        return self.audio_tokens(features, num_frames, hooks, num_pad=num_pad)
 
     # ---------------------------------------------------------------------------------------------- sampling
 
@@ -479,20 +532,21 @@ class VExpressPipeline:
             self._compiled_unet = None
             return self.models.denoising_unet(*args, **kwargs)
 
+    def _memory_budget(self) -> int:
+        """Bytes the windows of one UNet call may take: ``memory_budget_bytes``, else half the device memory free
+        now (CUDA; called with the UNet loaded), else 1 GiB (CPU, where batching gains little)."""
+        if self.memory_budget_bytes is not None:
+            return int(self.memory_budget_bytes)
+        if self.device.type == "cuda" and torch.cuda.is_available():
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return free // 2
+        return 1 << 30
+
     def _window_batch_size(self, frames_per_window: int, cfg: bool, latent_hw: int, channels: int) -> int:
         if self.window_batch_size is not None:
             return max(1, int(self.window_batch_size))
-        budget = self.memory_budget_bytes
-        if budget is None:
-            if self.device.type == "cuda" and torch.cuda.is_available():
-                free, _ = torch.cuda.mem_get_info(self.device)
-                budget = free // 2
-            else:
-                budget = 1 << 30
-        per_window = estimate_unet_bytes_per_image(latent_hw, channels, self.dtype) * frames_per_window * (
-            2 if cfg else 1
-        )
-        return max(1, int(budget // max(1, per_window)))
+        per_window = self._window_bytes(frames_per_window, cfg, latent_hw, channels)
+        return max(1, int(self._memory_budget() // max(1, per_window)))
 
     @torch.inference_mode()
     def sample(
@@ -548,7 +602,8 @@ class VExpressPipeline:
 
         counts = torch.tensor(frame_window_counts(num_frames, windows), device=self.device)
         audio_tokens = audio_tokens.to(self.device, self.dtype)
-        with self._stage("denoise", ("denoising_unet",)):
+        window_bytes = self._window_bytes(frames_per_window, cfg, h * w, kps.channels)
+        with self._stage("denoise", ("denoising_unet",), activation_bytes=window_bytes):
             # Sized once the UNet is in place, so that free device memory is measured with its weights loaded.
             per_batch = self._window_batch_size(frames_per_window, cfg, h * w, kps.channels)
             state = _LoopState(

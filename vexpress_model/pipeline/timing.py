@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from vexpress_model.errors import InputError
+from ..errors import InputError
 
 Compat = Literal["fixed", "original"]
 
