@@ -52,7 +52,7 @@ class VExpressAudioEmbed(io.ComfyNode):
     def execute(cls, pipe, audio, fps: float) -> io.NodeOutput:
         from ..vexpress_model.inputs.audio import audio_from_comfy, to_mono_16k
         from ..vexpress_model.pipeline.sampler import Hooks, VExpressPipeline
-        from ..vexpress_model.pipeline.timing import plan_frames
+        from ..vexpress_model.pipeline.timing import frame_count
 
         from .placement import ComfyPlacement, cancel_check, compute_device
 
@@ -60,8 +60,7 @@ class VExpressAudioEmbed(io.ComfyNode):
         decoded = audio_from_comfy(audio, name="the AUDIO input")
         waveform_16k = to_mono_16k(decoded.waveform, decoded.sample_rate)
         duration_s = len(waveform_16k) / 16000.0
-        # Only the frame count is used; the sampler lays out its own context windows.
-        plan = plan_frames(duration_s, fps, 24, 4, "fixed")
+        num_frames = frame_count(duration_s, fps)
 
         placement = ComfyPlacement(pipe.patchers, offload=pipe.offload)
         pipeline = VExpressPipeline(pipe.models, device=compute_device(), placement=placement, offload=pipe.offload)
@@ -74,10 +73,10 @@ class VExpressAudioEmbed(io.ComfyNode):
             features=features.detach().to("cpu"),
             duration_s=duration_s,
             fps=float(fps),
-            num_frames=plan.num_frames,
+            num_frames=num_frames,
             audio=audio,
         )
-        return io.NodeOutput(embeds, audio, plan.num_frames, float(fps))
+        return io.NodeOutput(embeds, audio, num_frames, float(fps))
 
 
 NODES = [VExpressAudioEmbed]

@@ -343,8 +343,7 @@ class VExpressRetargetKps(io.ComfyNode):
 
         image = load_detection_image(_types.image_to_uint8(reference_image)[0], width, height, compat=compat)
         with _face_detector() as detector:
-            # The original takes insightface's first (most confident) face; the fixed mode the largest one.
-            select = "score" if compat == "original" else "largest"
+            select = face_detection.reference_face_selection(compat)
             reference_kps = face_detection.detect_reference_kps(image, detector, select)
         # frame_count 0 ("keep the driving track's length") is the library's None.
         track = kps_for_frames(reference_kps, driving_kps, strategy, frame_count or None, fps, width, height, compat)

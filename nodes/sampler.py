@@ -125,7 +125,7 @@ class VExpressSampler(io.ComfyNode):
         from ..vexpress_model.conditioning.kps_images import kps_image_source
         from ..vexpress_model.conditioning.kps_sequence import kps_for_frames
         from ..vexpress_model.inputs.image import load_reference_image
-        from ..vexpress_model.outputs.video import MedianFilterStream
+        from ..vexpress_model.outputs.video import median_filtered_chunks
         from ..vexpress_model.pipeline.sampler import Hooks, SamplingSettings, VExpressPipeline
         from ..vexpress_model.pipeline.timing import context_windows
 
@@ -164,7 +164,7 @@ class VExpressSampler(io.ComfyNode):
             # filled chunk by chunk into one preallocated batch.
             decoded = pipeline.decode(latents, output="uint8", hooks=hooks)
             if median_filter == "on" or (median_filter == "auto" and compat == "original"):
-                decoded = _median_filtered(decoded, MedianFilterStream())
+                decoded = median_filtered_chunks(decoded)
             images = torch.empty((num_frames, height, width, 3), dtype=torch.float32)
             done = 0
             for chunk in decoded:
@@ -173,17 +173,6 @@ class VExpressSampler(io.ComfyNode):
         finally:
             pipeline.finish()
         return io.NodeOutput(images, float(fps))
-
-
-def _median_filtered(chunks, stream):
-    """Frame chunks through the library's streaming 3x3x3 median filter (output lags by one frame)."""
-    for chunk in chunks:
-        filtered = stream.push(chunk)
-        if len(filtered):
-            yield filtered
-    tail = stream.flush()
-    if len(tail):
-        yield tail
 
 
 NODES = [VExpressSampler]

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import media
 from vexpress_model.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

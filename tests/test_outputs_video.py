@@ -229,3 +229,15 @@ def test_bad_metadata_is_refused_before_anything_is_written(tmp_path: Path, meta
     with pytest.raises(ValueError, match="metadata"):
         VideoWriter(tmp_path / "out.mp4", 25, metadata=metadata)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_median_filtered_chunks_equal_the_whole_clip_filter():
+    from vexpress_model.outputs.video import median_filter_3d, median_filtered_chunks
+
+    frames = np.random.default_rng(1).integers(0, 256, (11, 6, 5, 3), dtype=np.uint8)
+    for sizes in ((11,), (1,) * 11, (3, 4, 4), (2, 1, 8)):
+        chunks, start = [], 0
+        for size in sizes:
+            chunks.append(frames[start : start + size])
+            start += size
+        assert np.array_equal(np.concatenate(list(median_filtered_chunks(chunks))), median_filter_3d(frames))

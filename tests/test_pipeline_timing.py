@@ -110,3 +110,14 @@ def test_bad_durations_and_compat() -> None:
         plan_frames(1.0, 30.0, 24, 4, compat="newest")  # type: ignore[arg-type]
     with pytest.raises(InputError):
         context_windows(30, 24, 4, "original")
+
+
+def test_frame_count_is_the_default_timing_of_plan_frames():
+    from vexpress_model.errors import InputError
+    from vexpress_model.pipeline.timing import frame_count, plan_frames
+
+    for duration in (0.01, 0.3, 1.0, 2.5, 10.0, 1 / 60):
+        assert frame_count(duration, 30) == plan_frames(duration, 30, 24, 4).num_frames
+    assert frame_count(0.05, 30) == 2  # 1.5 frames rounds half up
+    with pytest.raises(InputError):
+        frame_count(0.0, 30)

@@ -227,14 +227,13 @@ def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> 
 
     if request.reference_kps_path is not None:
         return load_reference_kps(request.reference_kps_path)
-    from .inputs.face_detection import FaceDetector, detect_reference_kps
+    from .inputs.face_detection import FaceDetector, detect_reference_kps, reference_face_selection
     from .inputs.image import load_detection_image
 
     image = load_detection_image(request.reference_image, request.width, request.height, request.compat)
     detector = FaceDetector(paths.insightface_root, device=device.type, gpu_id=device.index or 0)
     try:
-        # The original takes insightface's first face (highest score); we take the largest by default.
-        select = "score" if request.compat == "original" else "largest"
+        select = reference_face_selection(request.compat)
         return detect_reference_kps(image, detector, select, name=f"reference image {request.reference_image}")
     finally:
         detector.close()  # the detector's ONNX session holds device memory the UNet can use

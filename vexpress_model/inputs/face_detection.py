@@ -174,6 +174,12 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return array
 
 
+def reference_face_selection(compat: str) -> Selection:
+    """Which face of the reference image to use: the original takes insightface's first face (the highest
+    score); the fixed mode takes the largest, which is the portrait's subject when a background face scores high."""
+    return "score" if compat == "original" else "largest"
+
+
 def detect_reference_kps(
     image: np.ndarray, detector: FaceDetector, select: Selection = "largest", *, name: str = "reference image"
 ) -> np.ndarray:

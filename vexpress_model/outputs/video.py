@@ -30,7 +30,7 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,18 @@ class MedianFilterStream:
         neighbour = self._previous if self._previous is not None else last
         self._pending = []
         return median_filter_3d(np.stack([neighbour, last, neighbour]))[1:2]
+
+
+def median_filtered_chunks(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """:func:`median_filter_3d` over a stream of frame chunks, yielding filtered chunks as they become final."""
+    stream = MedianFilterStream()
+    for chunk in chunks:
+        filtered = stream.push(chunk)
+        if len(filtered):
+            yield filtered
+    tail = stream.flush()
+    if len(tail):
+        yield tail
 
 
 # ------------------------------------------------------------------------------------------ output path

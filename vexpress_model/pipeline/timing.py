@@ -97,6 +97,20 @@ def context_windows(num_frames: int, size: int, overlap: int, compat: Compat = "
     return tuple(range(start, start + size) for start in starts)
 
 
+def _check_duration_and_fps(duration_s: float, fps: float) -> None:
+    if not (math.isfinite(duration_s) and duration_s > 0):
+        raise InputError(f"the audio must last longer than 0 s, got {duration_s} s")
+    if not (math.isfinite(fps) and fps > 0):
+        raise InputError(f"fps must be a positive number, got {fps}")
+
+
+def frame_count(duration_s: float, fps: float) -> int:
+    """Frames of the default ("fixed") timing: ``round(duration x fps)``, at least one."""
+    _check_duration_and_fps(duration_s, fps)
+    # Half up rather than Python's round-half-even, so that x.5 frames always gives the longer video.
+    return max(1, int(math.floor(duration_s * fps + 0.5)))
+
+
 def plan_frames(
     duration_s: float,
     fps: float,
@@ -107,10 +121,7 @@ def plan_frames(
     """Frame count, output fps and context windows for ``duration_s`` seconds of audio (see the module doc)."""
     _check_compat(compat)
     _check_window_settings(context_frames, context_overlap)
-    if not (math.isfinite(duration_s) and duration_s > 0):
-        raise InputError(f"the audio must last longer than 0 s, got {duration_s} s")
-    if not (math.isfinite(fps) and fps > 0):
-        raise InputError(f"fps must be a positive number, got {fps}")
+    _check_duration_and_fps(duration_s, fps)
 
     if compat == "original":
         stride = context_frames - context_overlap
@@ -125,8 +136,7 @@ def plan_frames(
         num_frames = (num_windows - 1) * stride + context_frames
         out_fps = num_frames / duration_s
     else:
-        # Half up rather than Python's round-half-even, so that x.5 frames always gives the longer video.
-        num_frames = max(1, int(math.floor(duration_s * fps + 0.5)))
+        num_frames = frame_count(duration_s, fps)
         out_fps = float(fps)
     return FramePlan(
         num_frames=num_frames,
