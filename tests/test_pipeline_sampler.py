@@ -539,3 +539,37 @@ def test_window_batch_is_sized_after_the_unet_is_loaded(monkeypatch):
     tight = VExpressPipeline(models, memory_budget_bytes=1)
     _run(tight, 40, context_windows(40, 8, 4, "original"), SamplingSettings(2, 3.5, 1, 1, 0))
     assert tight.stats["unet_calls"] == 2 * 9  # one window per call
+
+
+def test_very_long_clips_recompute_kps_features_per_window():
+    """Past the host budget, kps features drawn on demand are not stored but recomputed per window, with the same
+    frames as a run that stores them, and the guider is placed beside the UNet for it."""
+    models = make_fake_models()
+    image, kps_images, audio = make_inputs(20)
+    plan = plan_frames(20 / 30, 30, 8, 4)
+    settings = SamplingSettings(2, 3.5, 1, 1, 0)
+    source = lambda start, stop: kps_images[start:stop]  # noqa: E731 -- drawn on demand, as the CLI does
+    results, calls = [], []
+    for budget in (1 << 40, 0):
+        pipeline = VExpressPipeline(models, device="cpu")
+        pipeline.host_condition_budget_bytes = budget
+        kps = pipeline.encode_kps(source, plan.num_frames)
+        assert (kps.compute is None) == bool(budget)
+        assert kps.features.shape[2] == (plan.num_frames if budget else 1)
+        results.append(np.concatenate(list(pipeline.generate(image, source, audio, plan, settings))))
+        calls.append(pipeline.stats["kps_guider_calls"])
+    assert np.abs(results[1].astype(int) - results[0].astype(int)).max() <= 1
+    assert calls[1] > calls[0], "the lazy run must have recomputed features during sampling"
+
+    # The guider must be placed on the device beside the UNet (with offloading it would be gone otherwise).
+    stages = []
+
+    class RecordingPlacement(ModulePlacement):
+        def enter_stage(self, name, modules):
+            stages.append((name, sorted(modules)))
+            super().enter_stage(name, modules)
+
+    pipeline = VExpressPipeline(models, device="cpu", placement=RecordingPlacement("cpu", offload=True))
+    pipeline.host_condition_budget_bytes = 0
+    list(pipeline.generate(image, source, audio, plan, settings))
+    assert ("denoise", ["denoising_unet", "kps_guider"]) in stages

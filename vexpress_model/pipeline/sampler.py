@@ -46,8 +46,10 @@ from .timing import Compat, FramePlan, MAX_CONTEXT_FRAMES, frame_window_counts
 
 logger = logging.getLogger("vexpress.pipeline")
 
-# Conditioning features up to this size are kept on the compute device between steps (see VExpressPipeline).
+# Conditioning features up to this size are kept on the compute device between steps, up to the second size in
+# host memory; larger ones are recomputed per window (see VExpressPipeline).
 DEVICE_CONDITION_BUDGET_BYTES = 512 << 20
+HOST_CONDITION_BUDGET_BYTES = 2 << 30
 
 # SD-1.5 VAE latent scale, hard-coded by the original (SPEC §3.7).
 LATENT_SCALE = 0.18215
@@ -124,11 +126,16 @@ class ReferenceState:
 
 @dataclass
 class KpsFeatures:
-    """Conditional V-Kps guider features ``[1, C0, T, h, w]`` (a broadcast view when every frame is the same)."""
+    """Conditional V-Kps guider features ``[1, C0, T, h, w]`` (a broadcast view when every frame is the same).
+
+    For clips too long to keep their features (``compute`` set), ``features`` holds only the first frame and each
+    window's features are recomputed by the guider when the sampler asks for them.
+    """
 
     features: torch.Tensor
     num_frames: int
     broadcast: bool = False
+    compute: Callable[[range], torch.Tensor] | None = None
 
     @property
     def channels(self) -> int:
@@ -136,6 +143,8 @@ class KpsFeatures:
 
     def frames(self, window: range) -> torch.Tensor:
         """``[C0, F, h, w]`` for the frames of ``window``."""
+        if self.compute is not None:
+            return self.compute(window)
         if self.broadcast:
             return self.features[0, :, :1].expand(-1, len(window), -1, -1)
         return self.features[0, :, window.start : window.stop]
@@ -283,11 +292,21 @@ class VExpressPipeline:
         # Kps features larger than this stay in host memory and travel per UNet call, so that device memory does
         # not grow with the audio length (at 512x512 they take 2.6 MB per frame in fp16; 60 s would be 4.7 GB).
         self.condition_device_budget_bytes = 0 if offload else DEVICE_CONDITION_BUDGET_BYTES
+        # Past this size even host memory would grow with the audio length, so kps features drawn on demand are
+        # recomputed per window instead of stored: the guider costs ~1 % of a UNet frame, nothing worth 2.6 MB/frame.
+        self.host_condition_budget_bytes = HOST_CONDITION_BUDGET_BYTES
         # Activation bytes of the stage being entered, by stage name (stage_memory_bytes).
         self._activation_bytes: dict[str, int] = {}
         # Counters for tests and benchmarks.
         self.stats: dict[str, int] = {"unet_calls": 0, "unet_images": 0, "reference_net_calls": 0,
                                       "kps_guider_calls": 0, "vae_decode_calls": 0}
+
+    def _run_guider(self, kps_images: torch.Tensor) -> torch.Tensor:
+        """Guider features ``[1, C0, n, h, w]`` of uint8 kps images ``[n, H, W, 3]``."""
+        # float32 first, then the run dtype, as the original's VaeImageProcessor(do_normalize=False) + .to(dtype) does.
+        pixels = (kps_images.permute(3, 0, 1, 2).unsqueeze(0).float() / 255.0).to(self.device, self.dtype)
+        self.stats["kps_guider_calls"] += 1
+        return self.models.kps_guider(pixels)
 
     def _condition_device(self, num_bytes: int) -> torch.device:
         """Where conditioning features of ``num_bytes`` live between steps (see ``condition_device_budget_bytes``)."""
@@ -393,23 +412,23 @@ class VExpressPipeline:
 
         broadcast = count == 1 and total != 1
         with self._stage("kps", ("kps_guider",)):
-            guider = self.models.kps_guider
             features: torch.Tensor | None = None
             for start in range(0, count, self.kps_chunk_frames):
                 hooks.check_cancel()
-                chunk = read(start, min(count, start + self.kps_chunk_frames))
-                # [n, H, W, 3] uint8 -> [1, 3, n, H, W] in [0, 1]: float32 first, then the run dtype, as the
-                # original's VaeImageProcessor(do_normalize=False) + .to(dtype) does.
-                pixels = (chunk.permute(3, 0, 1, 2).unsqueeze(0).float() / 255.0).to(self.device, self.dtype)
-                out = guider(pixels)
-                self.stats["kps_guider_calls"] += 1
+                out = self._run_guider(read(start, min(count, start + self.kps_chunk_frames)))
                 if features is None:
                     shape = (1, out.shape[1], count, out.shape[3], out.shape[4])
-                    store = self._condition_device(math.prod(shape) * out.element_size())
+                    num_bytes = math.prod(shape) * out.element_size()
+                    if callable(kps_images) and num_bytes > self.host_condition_budget_bytes:
+                        def compute(window: range) -> torch.Tensor:
+                            return self._run_guider(read(window.start, window.stop))[0]
+
+                        return KpsFeatures(out[:, :, :1], total, compute=compute)
+                    store = self._condition_device(num_bytes)
                     # Pinned host memory makes the per-call copies to a CUDA device asynchronous.
                     pin = store.type == "cpu" and self.device.type == "cuda"
                     features = torch.empty(shape, dtype=self.dtype, device=store, pin_memory=pin)
-                features[:, :, start : start + chunk.shape[0]] = out.to(features.device)
+                features[:, :, start : start + out.shape[2]] = out.to(features.device)
         assert features is not None
         return KpsFeatures(features=features, num_frames=total, broadcast=broadcast)
 
@@ -603,7 +622,9 @@ class VExpressPipeline:
         counts = torch.tensor(frame_window_counts(num_frames, windows), device=self.device)
         audio_tokens = audio_tokens.to(self.device, self.dtype)
         window_bytes = self._window_bytes(frames_per_window, cfg, h * w, kps.channels)
-        with self._stage("denoise", ("denoising_unet",), activation_bytes=window_bytes):
+        # Recomputed kps features need the guider beside the UNet.
+        roles = ("denoising_unet",) if kps.compute is None else ("denoising_unet", "kps_guider")
+        with self._stage("denoise", roles, activation_bytes=window_bytes):
             # Sized once the UNet is in place, so that free device memory is measured with its weights loaded.
             per_batch = self._window_batch_size(frames_per_window, cfg, h * w, kps.channels)
             state = _LoopState(
