@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import os
 
+from ..vexpress_model.conditioning.retarget import STRATEGIES
 from . import _comfy, _types
 from ._comfy import io, ui
 
 CATEGORY = "V-Express/kps"
 KPS_EXTENSIONS = (".pth", ".pt", ".npz", ".json")
 PREVIEW_MAX_SIDE = 256
-STRATEGIES = ("fix_face", "no_retarget", "offset_retarget", "naive_retarget")
 COMPAT_OPTIONS = ("fixed", "original")
 COMPAT_TOOLTIP = (
     "fixed: corrected math (default). original: reproduce the original V-Express code exactly, bugs included "

@@ -13,14 +13,13 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from .conditioning.retarget import STRATEGIES as RETARGET_STRATEGIES
 from .errors import VExpressError
 
 logger = logging.getLogger("vexpress.cli")
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-
-RETARGET_STRATEGIES = ("fix_face", "no_retarget", "offset_retarget", "naive_retarget")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,14 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelFolderError
+from .models.paths import VEXPRESS_FILES
 
 logger = logging.getLogger("vexpress.download")
 
 VEXPRESS_REPO = "tk93/V-Express"
 VAE_REPO = "stabilityai/sd-vae-ft-mse"
 WAV2VEC2_REPO = "facebook/wav2vec2-base-960h"
-
-CHECKPOINT_NAMES = ("denoising_unet", "reference_net", "motion_module", "v_kps_guider", "audio_projection")
 
 ProgressFn = Callable[[int, int, str], None]
 """``progress(done_bytes, total_bytes, file_label)`` while a file downloads (total 0 when unknown)."""
@@ -78,7 +77,7 @@ def checkpoint_files(folder: Path | str) -> list[PlannedFile]:
     folder = Path(folder)
     return [
         PlannedFile(RemoteFile(VEXPRESS_REPO, f"{name}.bin"), folder / f"{name}.bin", (f"{name}.pth",))
-        for name in CHECKPOINT_NAMES
+        for name in VEXPRESS_FILES
     ]
 
 
@@ -166,7 +165,7 @@ def plan_for_missing(
     another node pack already downloaded is reused. ``insightface_root`` None leaves the face detector out.
     """
     plan: list[PlannedFile] = []
-    if any(getattr(paths, name) is None for name in CHECKPOINT_NAMES):
+    if any(getattr(paths, name) is None for name in VEXPRESS_FILES):
         plan += [item for item in checkpoint_files(vexpress_dir) if not item.present()]
     if paths.vae is None:
         plan += vae_files(vae_dir)

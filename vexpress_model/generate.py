@@ -20,13 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from .conditioning.retarget import STRATEGIES_WITH_DRIVING_KPS
 from .errors import InputError, ModelFolderError
+from .models.paths import VEXPRESS_FILES
 
 logger = logging.getLogger("vexpress.generate")
-
-STRATEGIES_WITH_DRIVING_KPS = ("no_retarget", "offset_retarget", "naive_retarget")
-# The single-file overrides of the original command line, by ModelPaths field.
-CHECKPOINT_OVERRIDES = ("denoising_unet", "reference_net", "motion_module", "v_kps_guider", "audio_projection")
 
 
 @dataclass
@@ -77,7 +75,7 @@ def request_from_cli_args(args: Any) -> GenerationRequest:
         ("vae_path", "vae"),
         ("audio_encoder_path", "wav2vec2"),
         ("insightface_model_path", "insightface_root"),
-        *((f"{n}_path", n) for n in CHECKPOINT_OVERRIDES),
+        *((f"{n}_path", n) for n in VEXPRESS_FILES),
     ):
         value = getattr(args, flag, None)
         if value:
@@ -171,7 +169,7 @@ def locate_models(request: GenerationRequest) -> Any:
             wav2vec2=overrides.get("wav2vec2"),
             insightface_root=overrides.get("insightface_root"),
         )
-        files = {name: overrides[name] for name in CHECKPOINT_OVERRIDES if name in overrides}
+        files = {name: overrides[name] for name in VEXPRESS_FILES if name in overrides}
         for name, path in files.items():
             _require_file(path, f"{name} checkpoint", f"check --{name}_path")
         return dataclasses.replace(paths, **files) if files else paths

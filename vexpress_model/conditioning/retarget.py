@@ -38,6 +38,8 @@ from .kps_sequence import fix_face
 from ..errors import InputError
 
 STRATEGIES = ("fix_face", "no_retarget", "offset_retarget", "naive_retarget")
+# Every strategy but fix_face follows a driving kps track.
+STRATEGIES_WITH_DRIVING_KPS = tuple(s for s in STRATEGIES if s != "fix_face")
 _EPS = 1e-6
 
 
