@@ -22,7 +22,7 @@ if __package__:  # imported as a package (ComfyUI, tests); a bare `python __init
     from .nodes import _comfy
 
     if _comfy.AVAILABLE:
-        from .nodes.extension import comfy_entrypoint  # noqa: F401
+        from .nodes.extension import comfy_entrypoint
 
         __all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]
     elif _comfy.inside_comfyui():

@@ -19,10 +19,8 @@ logger = logging.getLogger("vexpress.nodes")
 MIN_COMFYUI = "0.3.64"
 
 try:  # pragma: no cover - exercised by the ComfyUI tests
-    from comfy_api.latest import ComfyExtension, io, ui  # noqa: F401
-    from comfy_api.latest import InputImpl, Types  # noqa: F401
-
-    import folder_paths  # noqa: F401
+    import folder_paths
+    from comfy_api.latest import ComfyExtension, InputImpl, Types, io, ui
 
     AVAILABLE = True
     IMPORT_ERROR: BaseException | None = None

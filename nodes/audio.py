@@ -53,7 +53,6 @@ class VExpressAudioEmbed(io.ComfyNode):
         from ..vexpress_model.inputs.audio import audio_from_comfy, to_mono_16k
         from ..vexpress_model.pipeline.sampler import Hooks, VExpressPipeline
         from ..vexpress_model.pipeline.timing import frame_count
-
         from .placement import ComfyPlacement, cancel_check, compute_device
 
         audio = _types.first_audio_item(_types.require_audio(audio, "audio"))

@@ -115,7 +115,6 @@ class VExpressExtractKps(io.ComfyNode):
     def execute(cls, fps: float, face: str, images=None, video=None) -> io.NodeOutput:
         from ..vexpress_model.errors import InputError
         from ..vexpress_model.inputs import face_detection
-
         from .placement import stage_progress
 
         if images is None and video is None:

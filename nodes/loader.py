@@ -119,7 +119,6 @@ class LoadVExpressModels(io.ComfyNode):
     def execute(cls, model: str, dtype: str, offload: str, download_missing: bool) -> io.NodeOutput:
         from ..vexpress_model.download import ensure_files, plan_for_missing
         from ..vexpress_model.models.loading import load_vexpress_models, resolve_dtype
-
         from .placement import make_patchers, stage_progress
 
         model_dir = _model_dir(model)

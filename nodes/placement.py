@@ -186,7 +186,7 @@ def progress_reporter(total_hint: int, node_id: str | None = None, preview_laten
             try:
                 middle = preview.shape[2] // 2
                 image = previewer.decode_latent_to_preview_image("JPEG", preview[:, :, middle].float())
-            except Exception:  # noqa: BLE001 - a preview must never break sampling
+            except Exception:
                 logger.debug("V-Express preview failed", exc_info=True)
         bar.update_absolute(done, total, image)
 
@@ -200,7 +200,7 @@ def _latent_previewer():
         if previewer is None:  # --preview-method none (the default): the cheap linear map still shows the motion
             previewer = previews.Latent2RGBPreviewer(formats.SD15().latent_rgb_factors)
         return previewer
-    except Exception:  # noqa: BLE001
+    except Exception:
         logger.debug("V-Express: no latent previewer", exc_info=True)
         return None
 

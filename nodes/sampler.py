@@ -128,7 +128,6 @@ class VExpressSampler(io.ComfyNode):
         from ..vexpress_model.outputs.video import median_filtered_chunks
         from ..vexpress_model.pipeline.sampler import Hooks, SamplingSettings, VExpressPipeline
         from ..vexpress_model.pipeline.timing import context_windows
-
         from .placement import ComfyPlacement, cancel_check, compute_device, progress_reporter
 
         num_frames = audio_embeds.num_frames

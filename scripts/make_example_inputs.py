@@ -44,7 +44,7 @@ LONG_TEXT = (
 CROP_BOX = (79, 0, 369, 290)
 
 
-def portrait() -> "np.ndarray":
+def portrait() -> np.ndarray:
     from PIL import Image
     from skimage import data
 

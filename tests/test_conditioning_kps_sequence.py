@@ -10,8 +10,8 @@ from vexpress_model.conditioning.kps_sequence import (
     fix_face,
     resample_by_index,
     resample_by_time,
-    rescale_track,
     resample_kps_track,
+    rescale_track,
 )
 from vexpress_model.inputs.kps import KpsTrack
 

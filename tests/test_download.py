@@ -111,7 +111,7 @@ def test_a_cancel_raised_by_the_progress_display_is_not_a_download_error(tmp_pat
 
 
 def test_plan_for_missing_reuses_parts_found_elsewhere(tmp_path):
-    from vexpress_model.models.paths import ModelPaths, SHIPPED_UNET_CONFIG
+    from vexpress_model.models.paths import SHIPPED_UNET_CONFIG, ModelPaths
 
     found = tmp_path / "found"
     paths = ModelPaths(unet_config=SHIPPED_UNET_CONFIG, denoising_unet=found, reference_net=found,

@@ -6,11 +6,11 @@ import json
 import pkgutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
 from tests import media
 

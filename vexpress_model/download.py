@@ -258,7 +258,7 @@ def ensure_files(
         logger.info("downloading %s -> %s (%d of %d)", label, item.dest, index + 1, len(missing))
         try:
             _download_one(huggingface_hub, item, progress, label, token)
-        except Exception as error:  # noqa: BLE001 - any failure becomes one actionable message
+        except Exception as error:
             if getattr(error, "_from_progress_callback", False):
                 raise  # e.g. a cancel raised by the caller's progress display: not a download failure
             still = missing_files(plan)
@@ -290,7 +290,7 @@ def _progress_tqdm(progress: ProgressFn, label: str):
     from tqdm.auto import tqdm
 
     class _Reporting(tqdm):  # type: ignore[misc, valid-type]
-        def update(self, n=1):  # noqa: ANN001
+        def update(self, n=1):
             result = super().update(n)
             # Counted here too: a disabled bar (HF_HUB_DISABLE_PROGRESS_BARS, no terminal) does not count.
             self._vexpress_done = getattr(self, "_vexpress_done", 0) + int(n or 0)

@@ -34,8 +34,8 @@ import math
 
 import numpy as np
 
-from .kps_sequence import fix_face
 from ..errors import InputError
+from .kps_sequence import fix_face
 
 STRATEGIES = ("fix_face", "no_retarget", "offset_retarget", "naive_retarget")
 # Every strategy but fix_face follows a driving kps track.

@@ -42,7 +42,7 @@ from torch import nn
 
 from ..errors import InputError
 from .placement import ModulePlacement, Placement, module_device
-from .timing import Compat, FramePlan, MAX_CONTEXT_FRAMES, frame_window_counts
+from .timing import MAX_CONTEXT_FRAMES, Compat, FramePlan, frame_window_counts
 
 logger = logging.getLogger("vexpress.pipeline")
 
@@ -538,7 +538,7 @@ class VExpressPipeline:
             return call(*args, **kwargs)
         try:
             return call(*args, **kwargs)
-        except Exception as error:  # noqa: BLE001 - only compiler failures are caught, see below
+        except Exception as error:
             dynamo_errors: tuple[type[BaseException], ...] = ()
             with contextlib.suppress(Exception):
                 from torch._dynamo import exc as dynamo_exc
