@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from .conditioning.retarget import STRATEGIES as RETARGET_STRATEGIES
 from .errors import VExpressError
+from .inputs.kps import REFERENCE_KPS_SPACES
 
 logger = logging.getLogger("vexpress.cli")
 
@@ -48,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     inputs.add_argument("--kps_path", default="",
                         help="driving keypoint track (.pth original format, or .npz/.json); not needed for fix_face")
     inputs.add_argument("--reference_kps_path", default="",
-                        help="reference keypoints from a file (.json [[x,y]x3], .pth or .npz) instead of face detection")
+                        help="reference keypoints from a file (.json [[x,y]x3], .pth or .npz) instead of face "
+                             "detection, in pixels of the output frame (--image_width x --image_height) unless "
+                             "--reference_kps_in image")
+    inputs.add_argument("--reference_kps_in", default="output", choices=REFERENCE_KPS_SPACES,
+                        help="pixel space of --reference_kps_path: output (the generated frame, default) or image "
+                             "(the portrait's own pixels, as measured on the reference image file)")
     inputs.add_argument("--output_path", default="./output/vexpress.mp4", help="the .mp4 to write")
     inputs.add_argument("--dump_dir", default="", help="write intermediate arrays (.npy, parity names) here")
 

@@ -23,6 +23,7 @@ import numpy as np
 from .conditioning.retarget import STRATEGIES_WITH_DRIVING_KPS
 from .errors import InputError, ModelFolderError
 from .models.paths import VEXPRESS_FILES
+from .validation import require_file, require_finite, require_inference_steps
 
 logger = logging.getLogger("vexpress.generate")
 
@@ -40,6 +41,7 @@ class GenerationRequest:
     path_overrides: dict[str, Path] = field(default_factory=dict)
     kps_path: Path | None = None
     reference_kps_path: Path | None = None
+    reference_kps_space: str = "output"  # "output": pixels of the width x height frame; "image": the portrait's
     retarget_strategy: str = "no_retarget"
     width: int = 512
     height: int = 512
@@ -90,6 +92,7 @@ def request_from_cli_args(args: Any) -> GenerationRequest:
         path_overrides=overrides,
         kps_path=Path(args.kps_path) if args.kps_path else None,
         reference_kps_path=Path(args.reference_kps_path) if args.reference_kps_path else None,
+        reference_kps_space=args.reference_kps_in,
         retarget_strategy=args.retarget_strategy,
         width=args.image_width,
         height=args.image_height,
@@ -121,33 +124,32 @@ def request_from_cli_args(args: Any) -> GenerationRequest:
 # ----------------------------------------------------------------------------------------------- checks
 
 
-def _require_file(path: Path | None, what: str, fix: str) -> Path:
-    if path is None or not Path(path).is_file():
-        raise InputError(f"{what} {path} does not exist; {fix}")
-    return Path(path)
+# Float settings of a request, checked for NaN / infinity before anything runs; request field -> CLI flag.
+FLOAT_SETTINGS = ("fps", "guidance_scale", "reference_attention_weight", "audio_attention_weight")
 
 
 def check_request(request: GenerationRequest) -> None:
     """Everything that can be checked in milliseconds, before any model is touched."""
     from .outputs.video import check_output_path
 
-    _require_file(request.reference_image, "reference image", "check --reference_image_path")
-    _require_file(request.audio, "audio file", "check --audio_path")
+    require_file(request.reference_image, "reference image", "check --reference_image_path")
+    require_file(request.audio, "audio file", "check --audio_path")
     if request.retarget_strategy in STRATEGIES_WITH_DRIVING_KPS:
         if request.kps_path is None:
             raise InputError(
                 f"--retarget_strategy {request.retarget_strategy} follows a driving keypoint track, but no "
                 "--kps_path was given; extract one with `python -m vexpress_model.extract_kps`, or use fix_face"
             )
-        _require_file(request.kps_path, "kps file", "check --kps_path")
+        require_file(request.kps_path, "kps file", "check --kps_path")
     if request.reference_kps_path is not None:
-        _require_file(request.reference_kps_path, "reference kps file", "check --reference_kps_path")
+        require_file(request.reference_kps_path, "reference kps file", "check --reference_kps_path")
     for name in ("width", "height"):
         value = getattr(request, name)
         if value <= 0 or value % 8:
             raise InputError(f"image {name} must be a positive multiple of 8, got {value}")
-    if request.num_inference_steps < 1:
-        raise InputError(f"num_inference_steps must be at least 1, got {request.num_inference_steps}")
+    require_inference_steps(request.num_inference_steps, "--num_inference_steps")
+    for name in FLOAT_SETTINGS:
+        require_finite(getattr(request, name), f"--{name}")
     if request.test_stage not in ("stage_1", "stage_2", "stage_3"):
         raise InputError(f"test_stage must be stage_1, stage_2 or stage_3, got {request.test_stage!r}")
     check_output_path(request.output)
@@ -171,7 +173,7 @@ def locate_models(request: GenerationRequest) -> Any:
         )
         files = {name: overrides[name] for name in VEXPRESS_FILES if name in overrides}
         for name, path in files.items():
-            _require_file(path, f"{name} checkpoint", f"check --{name}_path")
+            require_file(path, f"{name} checkpoint", f"check --{name}_path")
         return dataclasses.replace(paths, **files) if files else paths
 
     paths = resolve()
@@ -221,10 +223,17 @@ def choose_device_and_dtype(device: str, gpu_id: int, dtype: str) -> tuple[Any, 
 
 def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> np.ndarray:
     """The reference kps [3, 2] in pixels of the output frame: from --reference_kps_path or face detection."""
-    from .inputs.kps import load_reference_kps
+    from .inputs.image import reference_image_size
+    from .inputs.kps import check_points_in_frame, load_reference_kps, scale_points
 
     if request.reference_kps_path is not None:
-        return load_reference_kps(request.reference_kps_path)
+        points = load_reference_kps(request.reference_kps_path)
+        if request.reference_kps_space == "image":
+            size = reference_image_size(request.reference_image)
+            points = scale_points(points, size, (request.width, request.height))
+        return check_points_in_frame(
+            points, request.width, request.height, f"reference kps file {request.reference_kps_path}"
+        )
     from .inputs.face_detection import FaceDetector, detect_reference_kps, reference_face_selection
     from .inputs.image import load_detection_image
 
@@ -318,7 +327,7 @@ def run_generation(request: GenerationRequest) -> Path:
 
     reference_image = load_reference_image(request.reference_image, request.width, request.height, request.compat)
     audio = decode_audio(request.audio)
-    waveform_16k = to_mono_16k(audio.waveform, audio.sample_rate)
+    waveform_16k = to_mono_16k(audio.waveform, audio.sample_rate, compat=request.compat)
     plan = plan_frames(
         waveform_16k.shape[0] / 16000.0, request.fps, request.context_frames, request.context_overlap, request.compat
     )

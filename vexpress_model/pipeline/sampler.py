@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..validation import require_finite, require_inference_steps
 from .placement import ModulePlacement, Placement, module_device
 from .timing import MAX_CONTEXT_FRAMES, Compat, FramePlan, frame_window_counts
 
@@ -97,6 +98,12 @@ class SamplingSettings:
     reference_attention_weight: float = 0.95
     audio_attention_weight: float = 3.0
     seed: int = 42
+
+    def __post_init__(self) -> None:
+        # NaN passes every range check: a NaN weight gives a black video, a NaN scale turns guidance off.
+        require_inference_steps(self.num_inference_steps)
+        for name in ("guidance_scale", "reference_attention_weight", "audio_attention_weight"):
+            require_finite(getattr(self, name), name)
 
 
 @dataclass
