@@ -163,3 +163,14 @@ def test_write_failure_in_a_folder_is_one_line(tmp_path: Path, capsys: pytest.Ca
     target = tmp_path / "kps.npz"
     message = _bad_run(tmp_path, capsys, _args(driving_video, insightface_root, kps_sequence_save_path=str(target)))
     assert message == f"error: cannot write kps file {target} (Read-only file system); choose a writable path"
+
+
+def test_readme_same_person_scenario_on_the_example_video(tmp_path: Path, insightface_root: Path) -> None:
+    """The README's extract_kps command, on the repo's own example driving video: kps .npz and its audio."""
+    video = REPO_ROOT / "example_workflows" / "input" / "vexpress_driving.mp4"
+    kps_path, audio_path = tmp_path / "kps.npz", tmp_path / "talk.mp3"
+    assert main(_args(video, insightface_root, kps_sequence_save_path=str(kps_path),
+                      audio_save_path=str(audio_path))) == 0
+    track = load_kps(kps_path)
+    assert (track.num_frames, track.fps) == (30, 10.0)
+    assert decode_audio(audio_path).duration_s == pytest.approx(3.0, abs=0.06)
