@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from .conditioning.retarget import STRATEGIES as RETARGET_STRATEGIES
-from .errors import VExpressError
+from .errors import MissingModelFilesError, VExpressError
 from .inputs.kps import REFERENCE_KPS_SPACES
 
 logger = logging.getLogger("vexpress.cli")
@@ -107,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         request = request_from_cli_args(args)
         output = run_generation(request)
+    except MissingModelFilesError as error:
+        print(f"error: {error}", file=sys.stderr)  # a table of files and the ways to get them: several lines
+        return EXIT_USER_ERROR
     except VExpressError as error:
         # One line, so that scripts and logs keep the whole message together.
         print("error: " + " ".join(part.strip() for part in str(error).splitlines() if part.strip()), file=sys.stderr)

@@ -26,3 +26,11 @@ class ModelFolderError(VExpressError):
 
 class CheckpointMismatchError(ModelFolderError):
     """A checkpoint's keys or shapes do not match the network it is loaded into."""
+
+
+class MissingModelFilesError(ModelFolderError):
+    """Model files are missing and were not (or could not be) downloaded.
+
+    The one exception to one-line messages: it holds a short table of the files (name, size, destination) and the
+    ways to get them, so the command line prints it over several lines (still exit code 2).
+    """

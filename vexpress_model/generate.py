@@ -152,14 +152,15 @@ def check_request(request: GenerationRequest) -> None:
         require_finite(getattr(request, name), f"--{name}")
     if request.test_stage not in ("stage_1", "stage_2", "stage_3"):
         raise InputError(f"test_stage must be stage_1, stage_2 or stage_3, got {request.test_stage!r}")
-    check_output_path(request.output)
+    check_output_path(request.output, create=False)
 
 
 # ------------------------------------------------------------------------------------------ model files
 
 
 def locate_models(request: GenerationRequest) -> Any:
-    """The model paths for the request, downloading missing files first when allowed."""
+    """The model paths for the request, downloading missing files into the released layout when allowed."""
+    from . import download
     from .models import resolve_model_paths
 
     def resolve() -> Any:
@@ -176,17 +177,25 @@ def locate_models(request: GenerationRequest) -> Any:
             require_file(path, f"{name} checkpoint", f"check --{name}_path")
         return dataclasses.replace(paths, **files) if files else paths
 
-    paths = resolve()
     needs_detector = request.reference_kps_path is None
-    incomplete = paths.missing() or (needs_detector and paths.insightface_root is None)
-    if incomplete and request.model_dir is not None:
-        from . import download
+    root = request.model_dir
 
-        plan = download.released_layout_plan(request.model_dir, face_detector=needs_detector)
-        # Raises ModelFolderError listing every file with its URL and destination when not allowed or offline.
-        download.ensure_files(plan, download=request.download)
-        paths = resolve()
-    paths.require()
+    def plan_missing(paths: Any) -> list:
+        if root is None:
+            return []
+        # Only what is missing: the SD-1.5 UNet config ships with the package, parts found elsewhere are kept.
+        return download.plan_for_missing(
+            paths,
+            vexpress_dir=root / "v-express",
+            vae_dir=root / "sd-vae-ft-mse",
+            wav2vec2_dir=root / "wav2vec2-base-960h",
+            insightface_root=root / "insightface_models" if needs_detector else None,
+        )
+
+    paths = download.locate_or_download(
+        resolve, plan_missing, download=request.download,
+        hints=download.released_layout_hints(root) if root is not None else (),
+    )
     if needs_detector and paths.insightface_root is None:
         _, fix = paths.describe_missing("insightface_root")
         raise ModelFolderError(

@@ -129,16 +129,22 @@ def median_filtered_chunks(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]
 # ------------------------------------------------------------------------------------------ output path
 
 
-def check_output_path(path: str | Path) -> Path:
-    """Make sure a video can be written at ``path`` (creating its folder); raise InputError if not."""
+def check_output_path(path: str | Path, *, create: bool = True) -> Path:
+    """Make sure a video can be written at ``path``; raise InputError if not.
+
+    ``create``: make its missing folders now (the writer); otherwise only check that the nearest existing folder
+    takes files, so that a run failing later leaves no empty folder behind.
+    """
     path = Path(path)
     if path.suffix.lower() not in _CONTAINER_FORMATS:
         raise InputError(f"output path {path} must end in .mp4 (or .mov / .mkv)")
     if path.is_dir():
         raise InputError(f"output path {path} is a folder; give a file name ending in .mp4")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".vexpress-write-test-"):
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        existing = next(folder for folder in (path.parent, *path.parent.parents) if folder.exists())
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".vexpress-write-test-"):
             pass
     except OSError as exc:
         raise InputError(
