@@ -42,11 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--v_kps_guider_path")
     models.add_argument("--audio_projection_path")
     models.add_argument("--motion_module_path")
+    models.add_argument("--face_detector", default="auto", choices=FACE_DETECTORS,
+                        help="auto: insightface where its model is present, else MediaPipe when installed")
     models.add_argument("--no_download", action="store_true",
                         help="never download missing weights; report what goes where instead")
 
     inputs = parser.add_argument_group("inputs and output")
-    inputs.add_argument("--reference_image_path", required=True, help="portrait image (a face-centred square crop works best)")
+    inputs.add_argument("--reference_image_path", required=True,
+                        help="portrait image (a face-centred square crop; any photo with --full_frame)")
     inputs.add_argument("--audio_path", required=True, help="speech audio: mp3, wav, flac, m4a/aac or ogg, any sample rate")
     inputs.add_argument("--kps_path", default="",
                         help="driving keypoint track (.pth original format, or .npz/.json); not needed for fix_face")
@@ -103,8 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
                                  "frame, or off")
     full_frame.add_argument("--max_side", type=int, default=0,
                             help="scale the output down so its longer side is at most this many pixels (0: keep)")
-    full_frame.add_argument("--face_detector", default="auto", choices=FACE_DETECTORS,
-                            help="auto: insightface where its model is present, else MediaPipe when installed")
 
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto: cuda when available)")

