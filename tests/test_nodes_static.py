@@ -51,7 +51,7 @@ SCHEMAS = _schema_calls()
 def test_node_ids_carry_the_pack_name():
     assert set(SCHEMAS) == {
         "LoadVExpressModels", "VExpressAudioEmbed", "VExpressExtractKps", "VExpressLoadKps", "VExpressSaveKps",
-        "VExpressRetargetKps", "VExpressSampler", "VExpressSaveVideo",
+        "VExpressRetargetKps", "VExpressSampler", "VExpressSaveVideo", "VExpressFaceCrop", "VExpressPasteBack",
     }
     display = {node: entry["display_name"] for node, entry in SCHEMAS.items()}
     assert display["VExpressExtractKps"] == "ExtractKps" and display["VExpressRetargetKps"] == "RetargetKps"
