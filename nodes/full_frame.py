@@ -29,8 +29,10 @@ class VExpressFaceCrop(io.ComfyNode):
             ),
             inputs=[
                 io.Image.Input("image", tooltip="The photo (the first image of a batch is used); any size."),
-                io.Int.Input("width", default=512, min=64, max=2048, step=8,
-                             tooltip="Width of the crop as generated; use the sampler's (the model is trained at 512)."),
+                io.Int.Input(
+                    "width", default=512, min=64, max=2048, step=8,
+                    tooltip="Width of the crop as generated; use the sampler's (the model is trained at 512).",
+                ),
                 io.Int.Input("height", default=512, min=64, max=2048, step=8,
                              tooltip="Height of the crop as generated; use the sampler's."),
                 io.Float.Input(
@@ -55,7 +57,7 @@ class VExpressFaceCrop(io.ComfyNode):
                                tooltip=FACE_DETECTOR_TOOLTIP),
             ],
             outputs=[
-                io.Image.Output("image", display_name="image",
+                io.Image.Output("face_image", display_name="face_image",
                                 tooltip="The face crop at width x height, for RetargetKps and the Sampler."),
                 _types.CropType.Output(
                     "crop", display_name="crop",
@@ -107,11 +109,13 @@ class VExpressPasteBack(io.ComfyNode):
                 ),
                 io.Int.Input(
                     "max_side", default=0, min=0, max=8192,
-                    tooltip="Scale the result down so its longer side is at most this many pixels (0: the photo's size).",
+                    tooltip=(
+                        "Scale the result down so its longer side is at most this many pixels (0: the photo's size)."
+                    ),
                 ),
             ],
             outputs=[
-                io.Image.Output("images", display_name="images",
+                io.Image.Output("full_frames", display_name="full_frames",
                                 tooltip="The full frames (even width and height), for SaveVideo."),
             ],
         )

@@ -442,6 +442,7 @@ def test_face_nodes_say_what_is_missing_without_insightface(node, portrait, monk
 
     monkeypatch.setitem(sys.modules, "insightface", None)
     monkeypatch.setitem(sys.modules, "insightface.model_zoo", None)
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # else "auto" would fall back to MediaPipe
     with pytest.raises(VExpressError, match="pip install insightface"):
         node("kps").VExpressRetargetKps.execute(reference_image=portrait, strategy="fix_face", frame_count=3,
                                                 fps=10.0, compat="fixed", **SMALL)
