@@ -60,7 +60,8 @@ def _moved(image: np.ndarray, dx: float, dy: float, zoom: float, size: int) -> t
 @pytest.fixture(scope="module")
 def driving_clip(shipped_portrait: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """12 frames at 320x320: the portrait moving and zooming; frames 0, 5 and 6 blank; a second, smaller face
-    pasted into frames 7-9 (the bottom-left corner, over the shoulder). Returns the frames, the true kps and the blank indices."""
+    pasted into frames 7-9 (the bottom-left corner, over the shoulder). Returns the frames, the true kps and the
+    blank indices."""
     import cv2
 
     frames, truth, blank = [], [], [0, 5, 6]
