@@ -83,3 +83,52 @@ def test_full_frame_video(tiny_model_dir: Path, tmp_path: Path, size: tuple[int,
     hard = PasteBack(photo, crop, feather=0.0, color_match="off").paste(generated)
     hard_profile = edge_profile(hard, crop, rows)
     assert hard_profile.max() > 1.5 * max(hard_profile[:20].mean(), hard_profile[-20:].mean())
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--full_frame", "--face_box", "10,20,30"], "--face_box must be four numbers"),
+        (["--face_box", "10,20,30,40"], "add --full_frame or drop --face_box"),
+        (["--full_frame", "--crop_scale", "nan"], "crop scale must be between"),
+        (["--full_frame", "--feather", "inf"], "feather must be between"),
+        (["--full_frame", "--compat", "original"], "use it with --compat fixed"),
+    ],
+)
+def test_full_frame_settings_are_checked_first(tmp_path: Path, capsys, extra: list[str], message: str) -> None:
+    Image.fromarray(off_centre_photo(320, 180)).save(tmp_path / "photo.png")
+    write_audio(tmp_path / "speech.wav", speech_like(0.3, 16000), 16000)
+    argv = ["--model_dir", str(tmp_path / "no_models"), "--reference_image_path", str(tmp_path / "photo.png"),
+            "--audio_path", str(tmp_path / "speech.wav"), "--retarget_strategy", "fix_face", "--no_download",
+            "--output_path", str(tmp_path / "out.mp4"), *extra]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and message in error and "Traceback" not in error
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_driving_track_in_full_frame_pixels(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """--full_frame with no_retarget: the driving track (in its 1920x1080 video's pixels) is cut by the same rule
+    around its own first-frame face, so the kps the model gets are in crop pixels, with the motion kept."""
+    from vexpress_model.inputs.kps import KpsTrack, save_kps
+
+    Image.fromarray(off_centre_photo(640, 360)).save(tmp_path / "photo.png")
+    write_audio(tmp_path / "speech.wav", speech_like(0.4, 16000), 16000)
+    face = np.array([[1300.0, 400.0], [1386.0, 405.0], [1342.0, 452.0]])
+    points = np.stack([face + [6.0 * t, 0.0] for t in range(10)])
+    save_kps(tmp_path / "driving.npz", KpsTrack(points, fps=10.0, width=1920, height=1080))
+    argv = ["--model_dir", str(tiny_model_dir), "--reference_image_path", str(tmp_path / "photo.png"),
+            "--audio_path", str(tmp_path / "speech.wav"), "--kps_path", str(tmp_path / "driving.npz"),
+            "--full_frame", "--retarget_strategy", "no_retarget", "--num_inference_steps", "1", "--fps", "10",
+            "--context_frames", "4", "--context_overlap", "1", "--image_width", "64", "--image_height", "64",
+            "--device", "cpu", "--no_download", "--dump_dir", str(tmp_path / "dump"),
+            "--output_path", str(tmp_path / "out.mp4"), "--quiet"]
+    assert main(argv) == 0
+    sequence = np.load(tmp_path / "dump" / "kps_sequence.npy")
+    # The driving face is framed like a reference face: inside the 64x64 crop, around its middle.
+    assert sequence.shape[1:] == (3, 2) and 16 < sequence[0, :, 0].mean() < 48 and 10 < sequence[0, :, 1].mean() < 40
+    # 6 px per frame in a 1920x1080 video, in crop pixels (crop side = 3.4 x face size).
+    face_size = 2 * 86.1
+    step = np.diff(sequence[:4, 0, 0])
+    np.testing.assert_allclose(step, 6.0 * 64 / round(3.4 * face_size), rtol=0.05)
+    assert decode(tmp_path / "out.mp4").shape[1:3] == (360, 640)

@@ -185,6 +185,14 @@ def check_request(request: GenerationRequest) -> None:
         raise InputError("--face_box chooses the face crop of --full_frame; add --full_frame or drop --face_box")
     if request.full_frame and request.compat == "original":
         raise InputError("--full_frame is an addition the original does not have; use it with --compat fixed")
+    if request.full_frame:
+        from .conditioning.face_crop import BORDER_MODES, check_crop_scale
+        from .outputs.paste_back import check_paste_settings
+
+        check_crop_scale(request.crop_scale)
+        check_paste_settings(request.feather, request.color_match, request.max_side)
+        if request.crop_border not in BORDER_MODES:
+            raise InputError(f"--crop_border must be one of {', '.join(BORDER_MODES)}, got {request.crop_border!r}")
     check_output_path(request.output)
 
 

@@ -114,7 +114,8 @@ def _face_centre_from_kps(kps: np.ndarray) -> np.ndarray:
     return ((left_eye + right_eye) / 2.0 + nose) / 2.0
 
 
-def _check_scale(crop_scale: float) -> float:
+def check_crop_scale(crop_scale: float) -> float:
+    """``crop_scale`` as a float; InputError unless it is a finite number in the allowed range."""
     if not (math.isfinite(crop_scale) and MIN_CROP_SCALE <= crop_scale <= MAX_CROP_SCALE):
         raise InputError(
             f"crop scale must be between {MIN_CROP_SCALE} and {MAX_CROP_SCALE} (crop side in face sizes), "
@@ -129,7 +130,7 @@ def _square(centre: np.ndarray, face_size: float, width: int, height: int, crop_
         raise InputError(f"border must be one of {', '.join(BORDER_MODES)}, got {border!r}")
     if face_size < 2.0:
         raise InputError(f"the face is too small to crop ({face_size:.1f} pixels); use a larger picture of the face")
-    size = max(2, int(round(face_size * _check_scale(crop_scale))))
+    size = max(2, int(round(face_size * check_crop_scale(crop_scale))))
     centre_x, centre_y = float(centre[0]), float(centre[1] + CENTRE_DROP * face_size)
     if border == "shift":
         size = min(size, int(width), int(height))

@@ -53,11 +53,20 @@ def output_size(width: int, height: int, max_side: int | None) -> tuple[int, int
     return scaled_width - scaled_width % 2, scaled_height - scaled_height % 2, scale
 
 
+def check_paste_settings(feather: float, color_match: str, max_side: int | None) -> None:
+    """InputError for a feather outside [0, 0.5] (or not finite), an unknown colour mode or a max side below 2."""
+    if not (math.isfinite(feather) and 0.0 <= feather <= MAX_FEATHER):
+        raise InputError(f"feather must be between 0 and {MAX_FEATHER} (a fraction of the crop side), got {feather}")
+    if color_match not in COLOR_MATCH_MODES:
+        raise InputError(f"color_match must be one of {', '.join(COLOR_MATCH_MODES)}, got {color_match!r}")
+    if max_side is not None and max_side and max_side < 2:
+        raise InputError(f"the maximum output side must be at least 2 pixels, got {max_side}")
+
+
 def feather_mask(crop: FaceCrop, feather: float) -> np.ndarray:
     """float32 [size, size] blend weights of the generated crop: 1 inside, a smoothstep ramp to 0 at the edges
     that lie inside the image, over ``feather`` x ``size`` pixels."""
-    if not (math.isfinite(feather) and 0.0 <= feather <= MAX_FEATHER):
-        raise InputError(f"feather must be between 0 and {MAX_FEATHER} (a fraction of the crop side), got {feather}")
+    check_paste_settings(feather, DEFAULT_COLOR_MATCH, None)
     ramp = feather * crop.size
     centres = np.arange(crop.size, dtype=np.float64) + 0.5
 
@@ -108,8 +117,7 @@ class PasteBack:
                 f"the crop belongs to a {crop.source_width}x{crop.source_height} image, but the image to paste into "
                 f"is {image.shape[1]}x{image.shape[0]}; paste into the image the crop was made from"
             )
-        if color_match not in COLOR_MATCH_MODES:
-            raise InputError(f"color_match must be one of {', '.join(COLOR_MATCH_MODES)}, got {color_match!r}")
+        check_paste_settings(feather, color_match, max_side)
         width, height, scale = output_size(crop.source_width, crop.source_height, max_side)
         if scale != 1.0:
             image = cv2.resize(image, (int(round(crop.source_width * scale)), int(round(crop.source_height * scale))),
