@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACK_FOLDER = "ComfyUI-V-Express"
 PACK_NODES = (
     "LoadVExpressModels", "VExpressAudioEmbed", "VExpressExtractKps", "VExpressLoadKps", "VExpressSaveKps",
-    "VExpressRetargetKps", "VExpressSampler", "VExpressSaveVideo",
+    "VExpressRetargetKps", "VExpressSampler", "VExpressSaveVideo", "VExpressFaceCrop", "VExpressPasteBack",
 )
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 FPS = 6.0

@@ -141,7 +141,7 @@ def test_entrypoint_lists_every_node_with_unique_pack_ids(pack, node):
     ids = [cls.GET_SCHEMA().node_id for cls in classes]
     assert ids == [
         "LoadVExpressModels", "VExpressAudioEmbed", "VExpressExtractKps", "VExpressLoadKps", "VExpressSaveKps",
-        "VExpressRetargetKps", "VExpressSampler", "VExpressSaveVideo",
+        "VExpressRetargetKps", "VExpressFaceCrop", "VExpressPasteBack", "VExpressSampler", "VExpressSaveVideo",
     ]
     assert all(i == "LoadVExpressModels" or i.startswith("VExpress") for i in ids)
     for cls in classes:
