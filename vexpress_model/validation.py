@@ -60,5 +60,7 @@ def require_output_folder(path: Path | str, flag: str) -> Path:
         if folder.exists() and not folder.is_dir():
             raise InputError(f"cannot write {flag} {path}: {folder} is a file, not a folder; choose another path")
     if not parent.is_dir():
-        raise InputError(f"cannot write {flag} {path}: folder {parent} does not exist; create it or choose another path")
+        raise InputError(
+            f"cannot write {flag} {path}: folder {parent} does not exist; create it or choose another path"
+        )
     return path
