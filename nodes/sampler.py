@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..vexpress_model.outputs.median_filter import MEDIAN_FILTER_CHOICES
 from . import _types
 from ._comfy import io
 
@@ -92,7 +93,7 @@ class VExpressSampler(io.ComfyNode):
                     ),
                 ),
                 io.Combo.Input(
-                    "median_filter", options=["auto", "on", "off"], default="auto",
+                    "median_filter", options=list(MEDIAN_FILTER_CHOICES), default="auto",
                     tooltip=(
                         "The original's 3x3x3 median filter over time and space after decoding: less flicker but "
                         "softer detail. auto: on with compat 'original' (the original always filters), else off."
@@ -125,10 +126,10 @@ class VExpressSampler(io.ComfyNode):
         from ..vexpress_model.conditioning.kps_images import kps_image_source
         from ..vexpress_model.conditioning.kps_sequence import kps_for_frames
         from ..vexpress_model.inputs.image import load_reference_image
-        from ..vexpress_model.outputs.video import median_filtered_chunks
+        from ..vexpress_model.outputs.median_filter import median_filter_enabled, median_filtered_chunks
         from ..vexpress_model.pipeline.sampler import Hooks, SamplingSettings, VExpressPipeline
         from ..vexpress_model.pipeline.timing import context_windows
-        from .placement import ComfyPlacement, cancel_check, compute_device, progress_reporter
+        from .placement import ComfyPlacement, cancel_check, compute_device, progress_reporter, stage_progress
 
         num_frames = audio_embeds.num_frames
         fps = audio_embeds.fps
@@ -162,13 +163,15 @@ class VExpressSampler(io.ComfyNode):
             # uint8 as the library writes them (rounded; truncated in compat "original"), then IMAGE floats,
             # filled chunk by chunk into one preallocated batch.
             decoded = pipeline.decode(latents, output="uint8", hooks=hooks)
-            if median_filter == "on" or (median_filter == "auto" and compat == "original"):
+            if median_filter_enabled(median_filter, compat):
                 decoded = median_filtered_chunks(decoded)
             images = torch.empty((num_frames, height, width, 3), dtype=torch.float32)
             done = 0
+            decode_progress = stage_progress(num_frames)  # after sampling: decoding (+ filter) in frames
             for chunk in decoded:
                 images[done : done + len(chunk)] = _types.uint8_to_image(chunk)
                 done += len(chunk)
+                decode_progress(done)
         finally:
             pipeline.finish()
         return io.NodeOutput(images, float(fps))

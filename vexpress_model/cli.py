@@ -18,6 +18,7 @@ from .conditioning.retarget import STRATEGIES as RETARGET_STRATEGIES
 from .errors import MissingModelFilesError, VExpressError
 from .inputs.face_backends import FACE_DETECTORS
 from .inputs.kps import REFERENCE_KPS_SPACES
+from .outputs.median_filter import MEDIAN_FILTER_CHOICES
 from .outputs.paste_back import COLOR_MATCH_MODES, DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
 
 logger = logging.getLogger("vexpress.cli")
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     generation.add_argument("--compat", default="fixed", choices=("fixed", "original"),
                             help="fixed (default): the original's timing/retarget bugs fixed; "
                                  "original: reproduce the original implementation exactly")
-    generation.add_argument("--median_filter", default="auto", choices=("auto", "on", "off"),
+    generation.add_argument("--median_filter", default="auto", choices=MEDIAN_FILTER_CHOICES,
                             help="the original's 3x3x3 median post-filter (auto: on with --compat original)")
     generation.add_argument("--crf", type=int, default=17, help="H.264 quality (lower is better; 17 is near lossless)")
 

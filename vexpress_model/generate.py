@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,8 @@ class GenerationRequest:
     num_pad_audio_frames: int = 2
     test_stage: str = "stage_3"
     compat: str = "fixed"
-    median_filter: bool | None = None  # None: on in compat="original" only, as the original always filters
+    # auto / on / off (or None / True / False): outputs.median_filter.median_filter_enabled decides
+    median_filter: str | bool | None = "auto"
     crf: int = 17
     device: str = "auto"
     gpu_id: int = 0
@@ -121,7 +122,7 @@ def request_from_cli_args(args: Any) -> GenerationRequest:
         num_pad_audio_frames=args.num_pad_audio_frames,
         test_stage=args.test_stage,
         compat=args.compat,
-        median_filter={"auto": None, "on": True, "off": False}[args.median_filter],
+        median_filter=args.median_filter,
         crf=args.crf,
         device=args.device,
         gpu_id=args.gpu_id,
@@ -387,19 +388,49 @@ class _ArrayDump:
 
 
 def _progress_bar(enabled: bool) -> tuple[Callable[[int, int, Any], None] | None, Callable[[], None]]:
+    """The sampling bar, shown from the first UNet call on (no empty bar before sampling starts)."""
     if not enabled:
         return None, lambda: None
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=0, unit="call", desc="sampling", leave=False)
+    bars: list[Any] = []
 
     def progress(done: int, total: int, preview: Any) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, unit="call", desc="sampling", leave=False))
+        bar = bars[0]
         if bar.total != total:
             bar.total = total
         bar.n = done
         bar.refresh()
 
-    return progress, bar.close
+    def close() -> None:
+        for bar in bars:
+            bar.close()
+        bars.clear()
+
+    return progress, close
+
+
+def _counted(chunks: Iterable[np.ndarray], total: int, enabled: bool, end_sampling: Callable[[], None]):
+    """Frame chunks passed through with a "decoding + encoding" bar (frames), started when sampling has ended:
+    decoding, the median filter and the H.264 encode of a long clip take minutes after sampling reaches 100 %."""
+    if not enabled:
+        yield from chunks
+        return
+    from tqdm.auto import tqdm
+
+    bar = None
+    try:
+        for chunk in chunks:
+            if bar is None:
+                end_sampling()
+                bar = tqdm(total=total, unit="frame", desc="decoding + encoding", leave=False)
+            yield chunk
+            bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def run_generation(request: GenerationRequest) -> Path:
@@ -410,6 +441,7 @@ def run_generation(request: GenerationRequest) -> Path:
     from .inputs.audio import decode_audio, to_mono_16k
     from .inputs.image import load_reference_image
     from .models import load_vexpress_models
+    from .outputs.median_filter import median_filter_enabled, median_filtered_chunks
     from .outputs.video import VideoWriter
     from .pipeline.sampler import Hooks, SamplingSettings, VExpressPipeline
     from .pipeline.timing import plan_frames
@@ -464,9 +496,11 @@ def run_generation(request: GenerationRequest) -> Path:
     )
     progress, close_bar = _progress_bar(request.show_progress)
     hooks = Hooks(progress=progress, dump=dump)
-    median_filter = request.compat == "original" if request.median_filter is None else request.median_filter
     try:
         frames = pipeline.generate(reference_image, kps_images, waveform_16k, plan, settings, hooks)
+        if median_filter_enabled(request.median_filter, request.compat):
+            frames = median_filtered_chunks(frames)
+        frames = _counted(frames, plan.num_frames, request.show_progress, close_bar)
         if cropped is not None:
             from .outputs.paste_back import PasteBack, paste_back_chunks
 
@@ -474,10 +508,8 @@ def run_generation(request: GenerationRequest) -> Path:
                                max_side=request.max_side)
             frames = paste_back_chunks(frames, paster)
         # The original muxes the audio file as it is (not the 16 kHz copy) and cuts it to the video.
-        with VideoWriter(
-            request.output, plan.fps, audio=(audio.waveform, audio.sample_rate), crf=request.crf,
-            median_filter=median_filter,
-        ) as writer:
+        audio_track = (audio.waveform, audio.sample_rate)
+        with VideoWriter(request.output, plan.fps, audio=audio_track, crf=request.crf) as writer:
             for chunk in frames:
                 writer.write(chunk)
     finally:
