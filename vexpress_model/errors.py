@@ -26,3 +26,19 @@ class ModelFolderError(VExpressError):
 
 class CheckpointMismatchError(ModelFolderError):
     """A checkpoint's keys or shapes do not match the network it is loaded into."""
+
+
+class DistributedSetupError(VExpressError):
+    """A torchrun launch cannot run: bad environment variables, a device that does not fit, no process group."""
+
+
+class ProcessFailedError(VExpressError):
+    """A phase of a torchrun launch failed on some process; every process raises this with that process's message.
+
+    ``rank`` is the first failing process; ``user_error`` whether the cause was a :class:`VExpressError` there.
+    """
+
+    def __init__(self, message: str, *, rank: int, user_error: bool) -> None:
+        super().__init__(message)
+        self.rank = rank
+        self.user_error = user_error

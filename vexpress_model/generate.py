@@ -127,8 +127,9 @@ def _require_file(path: Path | None, what: str, fix: str) -> Path:
     return Path(path)
 
 
-def check_request(request: GenerationRequest) -> None:
-    """Everything that can be checked in milliseconds, before any model is touched."""
+def check_request(request: GenerationRequest, *, writes_output: bool = True) -> None:
+    """Everything that can be checked in milliseconds, before any model is touched. ``writes_output`` False: the
+    output path is not checked (the processes of a distributed run other than rank 0 never write)."""
     from .outputs.video import check_output_path
 
     _require_file(request.reference_image, "reference image", "check --reference_image_path")
@@ -299,23 +300,30 @@ def _progress_bar(enabled: bool) -> tuple[Callable[[int, int, Any], None] | None
     return progress, bar.close
 
 
-def run_generation(request: GenerationRequest) -> Path:
-    """Generate the video for ``request``; returns the written path."""
-    import torch
+@dataclass
+class PreparedInputs:
+    """What a generation needs besides the networks, read and checked before any of them is loaded."""
 
-    from .conditioning.kps_images import draw_kps_images, kps_image_source
+    paths: Any  # ModelPaths
+    device: Any  # torch.device
+    dtype: Any  # torch.dtype
+    reference_image: np.ndarray  # uint8 [H, W, 3]
+    audio: Any  # DecodedAudio, as read (the video gets this audio)
+    waveform_16k: np.ndarray  # mono 16 kHz [N]
+    plan: Any  # FramePlan
+    kps_sequence: np.ndarray  # [T, 3, 2] pixels
+
+
+def prepare_inputs(request: GenerationRequest, *, main: bool = True) -> PreparedInputs:
+    """Checks, model paths, device, and every input file read and turned into conditions (face detection
+    included). ``main`` False: a process that does not write (see :func:`check_request`)."""
     from .inputs.audio import decode_audio, to_mono_16k
     from .inputs.image import load_reference_image
-    from .models import load_vexpress_models
-    from .outputs.video import VideoWriter
-    from .pipeline.sampler import Hooks, SamplingSettings, VExpressPipeline
     from .pipeline.timing import plan_frames
 
-    check_request(request)
+    check_request(request, writes_output=main)
     paths = locate_models(request)
     device, dtype = choose_device_and_dtype(request.device, request.gpu_id, request.dtype)
-    dump = _ArrayDump(request.dump_dir) if request.dump_dir is not None else None
-
     reference_image = load_reference_image(request.reference_image, request.width, request.height, request.compat)
     audio = decode_audio(request.audio)
     waveform_16k = to_mono_16k(audio.waveform, audio.sample_rate)
@@ -325,18 +333,78 @@ def run_generation(request: GenerationRequest) -> Path:
     logger.info("%d frames at %.3f fps in %d context windows", plan.num_frames, plan.fps, len(plan.windows))
     reference_kps = reference_keypoints(request, paths, device)
     sequence = kps_sequence(request, reference_kps, plan.num_frames, plan.fps)
-    kps_images = kps_image_source(sequence, request.width, request.height)
-    if dump is not None:
-        dump("kps_sequence", sequence.astype(np.float32))
-        dump("kps_images", draw_kps_images(request.height, request.width, sequence))
+    return PreparedInputs(paths, device, dtype, reference_image, audio, waveform_16k, plan, sequence)
 
-    models = load_vexpress_models(paths, dtype, "cpu" if request.offload else device)
+
+def models_key(request: GenerationRequest, inputs: PreparedInputs) -> tuple[Any, ...]:
+    """What decides the loaded networks: two requests with the same key can share one loaded model set."""
+    return (repr(inputs.paths), str(inputs.device), str(inputs.dtype), request.offload, request.test_stage)
+
+
+class ModelCache:
+    """Keeps the last loaded model set, so that a run of jobs loads the networks once (``python -m
+    vexpress_model.batch``); a job needing other networks (another folder, dtype, device, test stage) replaces it."""
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._models: Any = None
+
+    def get(self, request: GenerationRequest, inputs: PreparedInputs) -> Any:
+        key = models_key(request, inputs)
+        if key != self._key:
+            self._models, self._key = None, None  # the old set goes before the new one is loaded
+            self._models = load_models(request, inputs)
+            self._key = key
+        return self._models
+
+
+def load_models(request: GenerationRequest, inputs: PreparedInputs) -> Any:
+    """The networks for ``request`` on its device (on the CPU with offload), its test stage applied."""
+    from .models import load_vexpress_models
+
+    models = load_vexpress_models(inputs.paths, inputs.dtype, "cpu" if request.offload else inputs.device)
     if request.num_pad_audio_frames != models.constants.num_pad_audio_frames:
         raise InputError(
             f"--num_pad_audio_frames {request.num_pad_audio_frames} does not fit these weights, which were trained "
             f"with {models.constants.num_pad_audio_frames}; leave it at the default"
         )
     apply_test_stage(models.denoising_unet, request.test_stage)
+    return models
+
+
+def run_generation(
+    request: GenerationRequest, *, distributed: Any = None, model_cache: ModelCache | None = None
+) -> Path | None:
+    """Generate the video for ``request``; returns the written path (None on the ranks of a distributed run
+    that do not write).
+
+    ``distributed``: a :class:`~vexpress_model.pipeline.distributed.DistributedRun` (torchrun): the windows of
+    every step and the decode are split over its processes and rank 0 writes the video; each phase before the
+    sampling ends with every process agreeing that it succeeded, so that a bad input seen by any of them stops all
+    of them, before the networks are loaded. ``model_cache`` keeps the networks loaded between calls.
+    """
+    import torch
+
+    from .conditioning.kps_images import draw_kps_images, kps_image_source
+    from .outputs.video import VideoWriter
+    from .pipeline.gather import decode_gathered
+    from .pipeline.sampler import Hooks, SamplingSettings, VExpressPipeline
+
+    main = distributed is None or distributed.is_main
+
+    def phase(work: Callable[[], Any]) -> Any:
+        return work() if distributed is None else distributed.run_phase(work)
+
+    inputs: PreparedInputs = phase(lambda: prepare_inputs(request, main=main))
+    dump = _ArrayDump(request.dump_dir) if request.dump_dir is not None and main else None
+    plan = inputs.plan
+    kps_images = kps_image_source(inputs.kps_sequence, request.width, request.height)
+    if dump is not None:
+        dump("kps_sequence", inputs.kps_sequence.astype(np.float32))
+        dump("kps_images", draw_kps_images(request.height, request.width, inputs.kps_sequence))
+
+    models = phase(lambda: (model_cache or ModelCache()).get(request, inputs))
+    device = inputs.device
     pipeline = VExpressPipeline(
         models,
         device=device,
@@ -344,6 +412,7 @@ def run_generation(request: GenerationRequest) -> Path:
         offload=request.offload,
         window_batch_size=request.window_batch_size,
         compile_unet=request.compile_unet,
+        process_group=None if distributed is None else distributed.group,
     )
     settings = SamplingSettings(
         num_inference_steps=request.num_inference_steps,
@@ -352,14 +421,30 @@ def run_generation(request: GenerationRequest) -> Path:
         audio_attention_weight=request.audio_attention_weight,
         seed=request.seed,
     )
-    progress, close_bar = _progress_bar(request.show_progress)
+    progress, close_bar = _progress_bar(request.show_progress and main)
     hooks = Hooks(progress=progress, dump=dump)
     median_filter = request.compat == "original" if request.median_filter is None else request.median_filter
     try:
-        frames = pipeline.generate(reference_image, kps_images, waveform_16k, plan, settings, hooks)
+        if distributed is None:
+            frames = pipeline.generate(inputs.reference_image, kps_images, inputs.waveform_16k, plan, settings, hooks)
+        else:
+            # Every process computes the reference pass, the kps features and the audio tokens itself rather than
+            # receiving them from rank 0: they cost less than one denoising step (benchmarks/bench_distributed.py,
+            # "prep"), every process needs them at once, and a broadcast of the reference bank and kps features
+            # would move hundreds of MB per clip while the others wait. The initial noise comes from the seed on
+            # every process. Identical inputs, code and device type give identical values.
+            reference = pipeline.encode_reference(inputs.reference_image, hooks)
+            kps = pipeline.encode_kps(kps_images, plan.num_frames, hooks)
+            tokens = pipeline.encode_audio(inputs.waveform_16k, plan.num_frames, hooks=hooks)
+            latents = pipeline.sample(reference, kps, tokens, plan.windows, settings, hooks)
+            frames = decode_gathered(pipeline, latents, distributed.group, hooks=hooks)
+        if not main:
+            for _ in frames:  # the other ranks decode and send their chunks while this runs
+                pass
+            return None
         # The original muxes the audio file as it is (not the 16 kHz copy) and cuts it to the video.
         with VideoWriter(
-            request.output, plan.fps, audio=(audio.waveform, audio.sample_rate), crf=request.crf,
+            request.output, plan.fps, audio=(inputs.audio.waveform, inputs.audio.sample_rate), crf=request.crf,
             median_filter=median_filter,
         ) as writer:
             for chunk in frames:

@@ -266,6 +266,7 @@ class VExpressPipeline:
         kps_chunk_frames: int = 16,
         audio_chunk_frames: int = 256,
         decode_chunk_frames: int | None = None,
+        process_group: Any = None,
     ) -> None:
         if compat not in ("fixed", "original"):
             raise ValueError(f"compat must be 'fixed' or 'original', got {compat!r}")
@@ -289,6 +290,8 @@ class VExpressPipeline:
             decode_chunk_frames = 2 if self.device.type == "cpu" else 8
         self.decode_chunk_frames = max(1, decode_chunk_frames)
         self._compiled_unet: Callable[..., torch.Tensor] | None = None
+        # torch.distributed group over which the windows of each step are split (None: this process does all).
+        self.process_group = process_group
         # Kps features larger than this stay in host memory and travel per UNet call, so that device memory does
         # not grow with the audio length (at 512x512 they take 2.6 MB per frame in fp16; 60 s would be 4.7 GB).
         self.condition_device_budget_bytes = 0 if offload else DEVICE_CONDITION_BUDGET_BYTES
@@ -561,6 +564,17 @@ class VExpressPipeline:
             return free // 2
         return 1 << 30
 
+    def _local_windows(self, windows: Sequence[range]) -> tuple[range, ...]:
+        """The windows this process evaluates: all of them, or its share under a process group."""
+        if self.process_group is None:
+            return tuple(windows)
+        import torch.distributed as dist
+
+        from .sharding import shard_windows
+
+        group = self.process_group
+        return shard_windows(windows, dist.get_rank(group), dist.get_world_size(group))
+
     def _window_batch_size(self, frames_per_window: int, cfg: bool, latent_hw: int, channels: int) -> int:
         if self.window_batch_size is not None:
             return max(1, int(self.window_batch_size))
@@ -629,7 +643,7 @@ class VExpressPipeline:
             per_batch = self._window_batch_size(frames_per_window, cfg, h * w, kps.channels)
             state = _LoopState(
                 windows=windows,
-                batches=balanced_batches(windows, per_batch),
+                batches=balanced_batches(local, per_batch) if (local := self._local_windows(windows)) else [],
                 counts=counts.view(1, 1, num_frames, 1, 1),
                 cfg=cfg,
             )
@@ -684,6 +698,10 @@ class VExpressPipeline:
                 done += 1
                 if hooks.progress is not None and batch_index < len(state.batches) - 1:
                     hooks.progress(done, total, None)
+            if self.process_group is not None:
+                import torch.distributed as dist
+
+                dist.all_reduce(accumulated, group=self.process_group)
             if not original:
                 accumulated = accumulated / state.counts
             output = scheduler.step(accumulated, t, latents)
