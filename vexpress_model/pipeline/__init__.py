@@ -5,4 +5,7 @@
 ``sampler``        ``VExpressPipeline``: reference pass, kps features, audio tokens, windowed CFG DDIM, chunked
                    decode; ``SamplingSettings``, ``Hooks`` (progress, cancel, dump)
 ``reference_loop`` the original's per-window loop restated literally: the yardstick for tests and benchmarks only
+``distributed``    a torchrun launch: process group, device per process, phases agreed by all ranks
+``sharding``       which windows and decode chunks each process of a distributed run takes
+``gather``         the distributed decode, gathered to rank 0 in frame order in chunks
 """
