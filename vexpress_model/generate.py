@@ -81,7 +81,8 @@ def request_from_cli_args(args: Any) -> GenerationRequest:
         if value:
             overrides[name] = Path(value)
     if args.do_multi_devices_inference:
-        logger.warning("--do_multi_devices_inference: the work is not split across devices; running on one device")
+        logger.warning("--do_multi_devices_inference does not split the work; start the command with torchrun to "
+                       "use several GPUs (README: Several GPUs and machines)")
     return GenerationRequest(
         reference_image=Path(args.reference_image_path),
         audio=Path(args.audio_path),
