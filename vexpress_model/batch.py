@@ -164,6 +164,10 @@ def run_batch(args: argparse.Namespace) -> int:
 
     jobs_path = Path(args.jobs)
     launch = torchrun_launch()
+    if launch is not None:
+        from .pipeline.distributed import raise_on_sigterm
+
+        raise_on_sigterm()  # torchrun's SIGTERM then removes a half-written video on its way out
     results = Path(args.results) if args.results else jobs_path.with_suffix(".results.jsonl")
     jobs = read_jobs(jobs_path, args)
     manifest = ResultsManifest(results)
@@ -210,8 +214,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VExpressError as error:
         print("error: " + one_line(error), file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted: the finished jobs are in the manifest; run the same command again to go on",
+    except BaseException as stop:
+        from .pipeline.distributed import Terminated
+
+        if not isinstance(stop, (KeyboardInterrupt, Terminated)):
+            raise
+        print("stopped: the finished jobs are in the manifest; run the same command again to go on",
               file=sys.stderr)
         return 130
 

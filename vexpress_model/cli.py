@@ -172,8 +172,7 @@ def main_distributed(args: argparse.Namespace, launch: Any) -> int:
         request.device = process_device(request.device, launch)
         if not launch.is_main:
             request.show_progress = False
-        device = request.device if request.device != "auto" else "cpu"
-        with DistributedRun(launch, device, timeout_s=args.dist_timeout) as run:
+        with DistributedRun(launch, request.device, timeout_s=args.dist_timeout) as run:
             output = run_generation(request, distributed=run)
     except ProcessFailedError as error:
         if launch.is_main:
