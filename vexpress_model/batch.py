@@ -50,6 +50,30 @@ class Job:
     error: str | None = None
 
 
+def _models_key(request: Any, inputs: Any) -> tuple[Any, ...]:
+    """What decides the loaded networks: two requests with the same key can share one loaded model set."""
+    return (repr(inputs.paths), str(inputs.device), str(inputs.dtype), request.offload, request.test_stage)
+
+
+class ModelCache:
+    """Keeps the last loaded model set, so that a run of jobs loads the networks once (``python -m
+    vexpress_model.batch``); a job needing other networks (another folder, dtype, device, test stage) replaces it."""
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] | None = None
+        self._models: Any = None
+
+    def get(self, request: Any, inputs: Any) -> Any:
+        key = _models_key(request, inputs)
+        if key != self._key:
+            from .generate import load_models
+
+            self._models, self._key = None, None  # the old set goes before the new one is loaded
+            self._models = load_models(request, inputs)
+            self._key = key
+        return self._models
+
+
 def build_batch_parser() -> argparse.ArgumentParser:
     """The command line's parser (its flags give every job's defaults) plus the jobs file and ``--results``."""
     parser = build_parser(inputs_required=False, prog="python -m vexpress_model.batch")
@@ -148,7 +172,8 @@ def _claimed_jobs(pending: list[Job], launch: Any, timeout_s: float) -> Iterator
 
 
 def _run_job(job: Job, device: str, cache: Any) -> None:
-    from .generate import request_from_cli_args, run_generation
+    from .generate import run_generation
+    from .request import request_from_cli_args
 
     assert job.args is not None
     request = request_from_cli_args(job.args)
@@ -159,7 +184,6 @@ def _run_job(job: Job, device: str, cache: Any) -> None:
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    from .generate import ModelCache
     from .pipeline.distributed import process_device, torchrun_launch
 
     jobs_path = Path(args.jobs)

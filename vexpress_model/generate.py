@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,100 +23,11 @@ import numpy as np
 from .conditioning.retarget import STRATEGIES_WITH_DRIVING_KPS
 from .errors import InputError, ModelFolderError
 from .models.paths import VEXPRESS_FILES
+from .request import GenerationRequest, request_from_cli_args
+
+__all__ = ["GenerationRequest", "request_from_cli_args", "run_generation"]
 
 logger = logging.getLogger("vexpress.generate")
-
-
-@dataclass
-class GenerationRequest:
-    """Everything one generation needs; the defaults are the user manual's."""
-
-    reference_image: Path
-    audio: Path
-    output: Path
-    model_dir: Path | None = Path("./model_ckpts")
-    # Single-part overrides (None: found under model_dir): unet_config, vae, wav2vec2, insightface_root and the
-    # five checkpoint files by their ModelPaths names.
-    path_overrides: dict[str, Path] = field(default_factory=dict)
-    kps_path: Path | None = None
-    reference_kps_path: Path | None = None
-    retarget_strategy: str = "no_retarget"
-    width: int = 512
-    height: int = 512
-    fps: float = 30.0
-    seed: int = 42
-    num_inference_steps: int = 25
-    guidance_scale: float = 3.5
-    context_frames: int = 24
-    context_overlap: int = 4
-    reference_attention_weight: float = 1.0
-    audio_attention_weight: float = 1.0
-    num_pad_audio_frames: int = 2
-    test_stage: str = "stage_3"
-    compat: str = "fixed"
-    median_filter: bool | None = None  # None: on in compat="original" only, as the original always filters
-    crf: int = 17
-    device: str = "auto"
-    gpu_id: int = 0
-    dtype: str = "auto"
-    offload: bool = False
-    window_batch_size: int | None = None
-    compile_unet: bool = False
-    download: bool = True
-    dump_dir: Path | None = None
-    show_progress: bool = True
-
-
-def request_from_cli_args(args: Any) -> GenerationRequest:
-    """The command line's namespace (``cli.build_parser``) as a request."""
-    overrides: dict[str, Path] = {}
-    for flag, name in (
-        ("unet_config_path", "unet_config"),
-        ("vae_path", "vae"),
-        ("audio_encoder_path", "wav2vec2"),
-        ("insightface_model_path", "insightface_root"),
-        *((f"{n}_path", n) for n in VEXPRESS_FILES),
-    ):
-        value = getattr(args, flag, None)
-        if value:
-            overrides[name] = Path(value)
-    if args.do_multi_devices_inference:
-        logger.warning("--do_multi_devices_inference does not split the work; start the command with torchrun to "
-                       "use several GPUs (README: Several GPUs and machines)")
-    return GenerationRequest(
-        reference_image=Path(args.reference_image_path),
-        audio=Path(args.audio_path),
-        output=Path(args.output_path),
-        model_dir=Path(args.model_dir) if args.model_dir else None,
-        path_overrides=overrides,
-        kps_path=Path(args.kps_path) if args.kps_path else None,
-        reference_kps_path=Path(args.reference_kps_path) if args.reference_kps_path else None,
-        retarget_strategy=args.retarget_strategy,
-        width=args.image_width,
-        height=args.image_height,
-        fps=args.fps,
-        seed=args.seed,
-        num_inference_steps=args.num_inference_steps,
-        guidance_scale=args.guidance_scale,
-        context_frames=args.context_frames,
-        context_overlap=args.context_overlap,
-        reference_attention_weight=args.reference_attention_weight,
-        audio_attention_weight=args.audio_attention_weight,
-        num_pad_audio_frames=args.num_pad_audio_frames,
-        test_stage=args.test_stage,
-        compat=args.compat,
-        median_filter={"auto": None, "on": True, "off": False}[args.median_filter],
-        crf=args.crf,
-        device=args.device,
-        gpu_id=args.gpu_id,
-        dtype=args.dtype,
-        offload=args.save_gpu_memory,
-        window_batch_size=args.window_batch_size or None,
-        compile_unet=args.compile,
-        download=not args.no_download,
-        dump_dir=Path(args.dump_dir) if args.dump_dir else None,
-        show_progress=not args.quiet,
-    )
 
 
 # ----------------------------------------------------------------------------------------------- checks
@@ -152,6 +63,18 @@ def check_request(request: GenerationRequest, *, writes_output: bool = True) -> 
         raise InputError(f"num_inference_steps must be at least 1, got {request.num_inference_steps}")
     if request.test_stage not in ("stage_1", "stage_2", "stage_3"):
         raise InputError(f"test_stage must be stage_1, stage_2 or stage_3, got {request.test_stage!r}")
+    if request.face_box is not None and not request.full_frame:
+        raise InputError("--face_box chooses the face crop of --full_frame; add --full_frame or drop --face_box")
+    if request.full_frame and request.compat == "original":
+        raise InputError("--full_frame is an addition the original does not have; use it with --compat fixed")
+    if request.full_frame:
+        from .conditioning.face_crop import BORDER_MODES, check_crop_scale
+        from .outputs.paste_back import check_paste_settings
+
+        check_crop_scale(request.crop_scale)
+        check_paste_settings(request.feather, request.color_match, request.max_side)
+        if request.crop_border not in BORDER_MODES:
+            raise InputError(f"--crop_border must be one of {', '.join(BORDER_MODES)}, got {request.crop_border!r}")
     check_output_path(request.output)
 
 
@@ -176,8 +99,12 @@ def locate_models(request: GenerationRequest) -> Any:
             _require_file(path, f"{name} checkpoint", f"check --{name}_path")
         return dataclasses.replace(paths, **files) if files else paths
 
+    from .inputs.face_backends import resolve_backend
+
     paths = resolve()
-    needs_detector = request.reference_kps_path is None
+    needs_detector = request.reference_kps_path is None and (
+        resolve_backend(request.face_detector, paths.insightface_root) == "insightface"
+    )
     incomplete = paths.missing() or (needs_detector and paths.insightface_root is None)
     if incomplete and request.model_dir is not None:
         from . import download
@@ -191,7 +118,8 @@ def locate_models(request: GenerationRequest) -> Any:
         _, fix = paths.describe_missing("insightface_root")
         raise ModelFolderError(
             "the insightface face detector (buffalo_l/det_10g.onnx) was not found; "
-            f"{fix}, or give the reference keypoints with --reference_kps_path"
+            f"{fix}, or give the reference keypoints with --reference_kps_path, or install mediapipe and use "
+            "--face_detector mediapipe"
         )
     return paths
 
@@ -221,22 +149,48 @@ def choose_device_and_dtype(device: str, gpu_id: int, dtype: str) -> tuple[Any, 
 # -------------------------------------------------------------------------------------------- conditions
 
 
+def _face_detector(request: GenerationRequest, paths: Any, device: Any) -> Any:
+    from .inputs.face_backends import create_face_detector
+
+    return create_face_detector(request.face_detector, paths.insightface_root, device=device.type,
+                                gpu_id=device.index or 0)
+
+
 def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> np.ndarray:
     """The reference kps [3, 2] in pixels of the output frame: from --reference_kps_path or face detection."""
     from .inputs.kps import load_reference_kps
 
     if request.reference_kps_path is not None:
         return load_reference_kps(request.reference_kps_path)
-    from .inputs.face_detection import FaceDetector, detect_reference_kps, reference_face_selection
+    from .inputs.face_detection import detect_reference_kps, reference_face_selection
     from .inputs.image import load_detection_image
 
     image = load_detection_image(request.reference_image, request.width, request.height, request.compat)
-    detector = FaceDetector(paths.insightface_root, device=device.type, gpu_id=device.index or 0)
-    try:
+    with _face_detector(request, paths, device) as detector:  # closed at once: its session holds device memory
         select = reference_face_selection(request.compat)
         return detect_reference_kps(image, detector, select, name=f"reference image {request.reference_image}")
-    finally:
-        detector.close()  # the detector's ONNX session holds device memory the UNet can use
+
+
+def full_frame_reference(request: GenerationRequest, paths: Any, device: Any) -> tuple[np.ndarray, Any]:
+    """Full-frame mode: the whole reference image and its face crop (``CroppedReference``)."""
+    from .conditioning.face_crop import crop_reference
+    from .inputs.image import load_full_image
+    from .inputs.kps import load_reference_kps
+
+    full = load_full_image(request.reference_image)
+    kps = load_reference_kps(request.reference_kps_path) if request.reference_kps_path is not None else None
+    name = f"reference image {request.reference_image}"
+    if kps is not None:
+        cropped = crop_reference(full, request.width, request.height, kps=kps, crop_scale=request.crop_scale,
+                                 border=request.crop_border, name=name)
+    else:
+        with _face_detector(request, paths, device) as detector:
+            cropped = crop_reference(full, request.width, request.height, box=request.face_box, detector=detector,
+                                     crop_scale=request.crop_scale, border=request.crop_border, name=name)
+    crop = cropped.crop
+    logger.info("full frame %dx%d: face crop %d px square at (%d, %d), generated at %dx%d", full.shape[1],
+                full.shape[0], crop.size, crop.left, crop.top, request.width, request.height)
+    return full, cropped
 
 
 def kps_sequence(request: GenerationRequest, reference_kps: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
@@ -248,6 +202,11 @@ def kps_sequence(request: GenerationRequest, reference_kps: np.ndarray, num_fram
     driving = None
     if request.retarget_strategy != "fix_face" and request.kps_path is not None:
         driving = load_kps(request.kps_path)
+        if request.full_frame:  # the driving face, cut out by the same rule as the reference face
+            from .conditioning.face_crop import normalise_driving_track
+
+            driving, _ = normalise_driving_track(driving, request.width, request.height,
+                                                 crop_scale=request.crop_scale)
     track = kps_for_frames(
         reference_kps, driving, request.retarget_strategy, num_frames, fps, request.width, request.height,
         request.compat,
@@ -313,6 +272,8 @@ class PreparedInputs:
     waveform_16k: np.ndarray  # mono 16 kHz [N]
     plan: Any  # FramePlan
     kps_sequence: np.ndarray  # [T, 3, 2] pixels
+    full_image: np.ndarray | None = None  # full-frame mode: the whole picture the face is pasted back into
+    cropped: Any = None  # full-frame mode: CroppedReference (the crop and its kps)
 
 
 def prepare_inputs(request: GenerationRequest, *, main: bool = True) -> PreparedInputs:
@@ -325,38 +286,24 @@ def prepare_inputs(request: GenerationRequest, *, main: bool = True) -> Prepared
     check_request(request, writes_output=main)
     paths = locate_models(request)
     device, dtype = choose_device_and_dtype(request.device, request.gpu_id, request.dtype)
-    reference_image = load_reference_image(request.reference_image, request.width, request.height, request.compat)
+    full_image = cropped = None
+    if request.full_frame:
+        full_image, cropped = full_frame_reference(request, paths, device)
+        reference_image, reference_kps = cropped.image, cropped.kps
+    else:
+        reference_image = load_reference_image(request.reference_image, request.width, request.height,
+                                               request.compat)
     audio = decode_audio(request.audio)
     waveform_16k = to_mono_16k(audio.waveform, audio.sample_rate)
     plan = plan_frames(
         waveform_16k.shape[0] / 16000.0, request.fps, request.context_frames, request.context_overlap, request.compat
     )
     logger.info("%d frames at %.3f fps in %d context windows", plan.num_frames, plan.fps, len(plan.windows))
-    reference_kps = reference_keypoints(request, paths, device)
+    if not request.full_frame:
+        reference_kps = reference_keypoints(request, paths, device)
     sequence = kps_sequence(request, reference_kps, plan.num_frames, plan.fps)
-    return PreparedInputs(paths, device, dtype, reference_image, audio, waveform_16k, plan, sequence)
-
-
-def models_key(request: GenerationRequest, inputs: PreparedInputs) -> tuple[Any, ...]:
-    """What decides the loaded networks: two requests with the same key can share one loaded model set."""
-    return (repr(inputs.paths), str(inputs.device), str(inputs.dtype), request.offload, request.test_stage)
-
-
-class ModelCache:
-    """Keeps the last loaded model set, so that a run of jobs loads the networks once (``python -m
-    vexpress_model.batch``); a job needing other networks (another folder, dtype, device, test stage) replaces it."""
-
-    def __init__(self) -> None:
-        self._key: tuple[Any, ...] | None = None
-        self._models: Any = None
-
-    def get(self, request: GenerationRequest, inputs: PreparedInputs) -> Any:
-        key = models_key(request, inputs)
-        if key != self._key:
-            self._models, self._key = None, None  # the old set goes before the new one is loaded
-            self._models = load_models(request, inputs)
-            self._key = key
-        return self._models
+    return PreparedInputs(paths, device, dtype, reference_image, audio, waveform_16k, plan, sequence, full_image,
+                          cropped)
 
 
 def load_models(request: GenerationRequest, inputs: PreparedInputs) -> Any:
@@ -374,7 +321,7 @@ def load_models(request: GenerationRequest, inputs: PreparedInputs) -> Any:
 
 
 def run_generation(
-    request: GenerationRequest, *, distributed: Any = None, model_cache: ModelCache | None = None
+    request: GenerationRequest, *, distributed: Any = None, model_cache: Any = None
 ) -> Path | None:
     """Generate the video for ``request``; returns the written path (None on the ranks of a distributed run
     that do not write).
@@ -382,7 +329,8 @@ def run_generation(
     ``distributed``: a :class:`~vexpress_model.pipeline.distributed.DistributedRun` (torchrun): the windows of
     every step and the decode are split over its processes and rank 0 writes the video; each phase before the
     sampling ends with every process agreeing that it succeeded, so that a bad input seen by any of them stops all
-    of them, before the networks are loaded. ``model_cache`` keeps the networks loaded between calls.
+    of them, before the networks are loaded. ``model_cache`` (``batch.ModelCache``) keeps the networks loaded
+    between calls: ``model_cache.get(request, inputs)`` instead of :func:`load_models`.
     """
     import torch
 
@@ -404,7 +352,7 @@ def run_generation(
         dump("kps_sequence", inputs.kps_sequence.astype(np.float32))
         dump("kps_images", draw_kps_images(request.height, request.width, inputs.kps_sequence))
 
-    models = phase(lambda: (model_cache or ModelCache()).get(request, inputs))
+    models = phase(lambda: model_cache.get(request, inputs) if model_cache else load_models(request, inputs))
     device = inputs.device
     pipeline = VExpressPipeline(
         models,
@@ -439,6 +387,12 @@ def run_generation(
             tokens = pipeline.encode_audio(inputs.waveform_16k, plan.num_frames, hooks=hooks)
             latents = pipeline.sample(reference, kps, tokens, plan.windows, settings, hooks)
             frames = decode_gathered(pipeline, latents, distributed.group, hooks=hooks)
+        if inputs.cropped is not None and main:
+            from .outputs.paste_back import PasteBack, paste_back_chunks
+
+            paster = PasteBack(inputs.full_image, inputs.cropped.crop, feather=request.feather,
+                               color_match=request.color_match, max_side=request.max_side)
+            frames = paste_back_chunks(frames, paster)
         if not main:
             for _ in frames:  # the other ranks decode and send their chunks while this runs
                 pass
