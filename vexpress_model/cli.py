@@ -185,7 +185,6 @@ def main_distributed(args: argparse.Namespace, launch: Any) -> int:
     collective lost its peers, or torchrun's SIGTERM) says so in a line that is not an ``error:``.
     """
     from .generate import run_generation
-    from .request import request_from_cli_args
     from .pipeline.distributed import (
         DistributedRun,
         Terminated,
@@ -194,6 +193,7 @@ def main_distributed(args: argparse.Namespace, launch: Any) -> int:
         raise_on_sigterm,
         record_error_for_torchrun,
     )
+    from .request import request_from_cli_args
 
     raise_on_sigterm()
     name = launch.name()
