@@ -10,8 +10,9 @@ features, audio tokens: "prep"), as the command line does under torchrun.
 
 Reported per process count: per-step wall time (the fastest of steps 2..N: load from other processes only ever
 adds time) and CPU seconds per step of each rank, bytes all-reduced per step (counted at ``torch.distributed``),
-prep and decode time, windows per rank; then the speed-up of N processes over one, and the final latents' max-abs
-difference from the single-process run (the run is void unless ~0). Last, the modelled speed-up for N GPUs:
+prep time and (``--decode``) decode time, windows per rank; then the speed-up of N processes over one, and the
+final latents' max-abs difference from the single-process run (the run is void unless ~0; ~1e-5 remains because
+one process batches other windows per UNet call than two do). Last, the modelled speed-up for N GPUs:
 
     S(N) = W * t_w / (ceil(W / N) * t_w + 2 (N - 1) / N * B / bandwidth)
 
@@ -85,9 +86,10 @@ def worker(args: argparse.Namespace) -> None:
     latents = pipeline.sample(reference, kps, tokens, plan, settings, hooks)
     decode_wall, decode_cpu = wall(), cpu()
     frames = 0
-    chunks = pipeline.decode(latents) if group is None else decode_gathered(pipeline, latents, group)
-    for chunk in chunks:
-        frames += len(chunk)
+    if args.decode:
+        chunks = pipeline.decode(latents) if group is None else decode_gathered(pipeline, latents, group)
+        for chunk in chunks:
+            frames += len(chunk)
     decode = (wall() - decode_wall, cpu() - decode_cpu)
     steps_wall = [b[0] - a[0] for a, b in zip(marks, marks[1:])]
     steps_cpu = [b[1] - a[1] for a, b in zip(marks, marks[1:])]
@@ -141,7 +143,7 @@ def driver(args: argparse.Namespace) -> None:
             command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
                        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), __file__, "--worker",
                        "--size", args.size, "--seconds", str(args.seconds), "--steps", str(args.steps),
-                       "--latents-out", str(out)]
+                       "--latents-out", str(out), *(["--decode"] if args.decode else [])]
             env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
             started = time.perf_counter()
             proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
@@ -207,6 +209,7 @@ def main() -> None:
     parser.add_argument("--gpu-bandwidths", type=float, nargs="+", default=[1.0, 10.0, 100.0],
                         help="all-reduce bandwidths in GB/s for the GPU model (10 GbE, 100 Gb/s InfiniBand, NVLink)")
     parser.add_argument("--cpu-bandwidth", type=float, default=1e9, help="bytes/s of gloo over loopback (model)")
+    parser.add_argument("--decode", action="store_true", help="also time the (split) VAE decode of all frames")
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--latents-out", help=argparse.SUPPRESS)
