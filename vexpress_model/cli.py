@@ -13,8 +13,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .conditioning.retarget import STRATEGIES as RETARGET_STRATEGIES
 from .errors import VExpressError
+from .options import COMPAT_MODES, DTYPES, MEDIAN_FILTER_MODES, RETARGET_STRATEGIES
 
 logger = logging.getLogger("vexpress.cli")
 
@@ -70,17 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
     generation.add_argument("--audio_embeddings_type", default="global", choices=("global",))
     generation.add_argument("--test_stage", default="stage_3", choices=("stage_1", "stage_2", "stage_3"),
                             help="stage_1 disables motion modules and audio attention (as in the original)")
-    generation.add_argument("--compat", default="fixed", choices=("fixed", "original"),
+    generation.add_argument("--compat", default="fixed", choices=COMPAT_MODES,
                             help="fixed (default): the original's timing/retarget bugs fixed; "
                                  "original: reproduce the original implementation exactly")
-    generation.add_argument("--median_filter", default="auto", choices=("auto", "on", "off"),
+    generation.add_argument("--median_filter", default="auto", choices=MEDIAN_FILTER_MODES,
                             help="the original's 3x3x3 median post-filter (auto: on with --compat original)")
     generation.add_argument("--crf", type=int, default=17, help="H.264 quality (lower is better; 17 is near lossless)")
 
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto: cuda when available)")
     runtime.add_argument("--gpu_id", type=int, default=0)
-    runtime.add_argument("--dtype", default="auto", choices=("auto", "fp16", "bf16", "fp32"),
+    runtime.add_argument("--dtype", default="auto", choices=DTYPES,
                          help="auto: fp16 on CUDA, fp32 on CPU")
     runtime.add_argument("--save_gpu_memory", action="store_true",
                          help="keep only the running stage's networks on the GPU (really frees memory)")

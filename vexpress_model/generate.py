@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .conditioning.retarget import STRATEGIES_WITH_DRIVING_KPS
 from .errors import InputError, ModelFolderError
 from .models.paths import VEXPRESS_FILES
+from .options import STRATEGIES_WITH_DRIVING_KPS
 
 logger = logging.getLogger("vexpress.generate")
 
@@ -308,7 +308,8 @@ def run_generation(request: GenerationRequest) -> Path:
     from .inputs.image import load_reference_image
     from .models import load_vexpress_models
     from .outputs.video import VideoWriter
-    from .pipeline.sampler import Hooks, SamplingSettings, VExpressPipeline
+    from .pipeline.hooks import Hooks, SamplingSettings
+    from .pipeline.sampler import VExpressPipeline
     from .pipeline.timing import plan_frames
 
     check_request(request)

@@ -171,9 +171,9 @@ def audio_windows(features: torch.Tensor | np.ndarray, num_frames: int, num_pad:
     """
     tensor = torch.as_tensor(features)
     if tensor.ndim != 2 or tensor.shape[0] == 0:
-        raise ValueError(f"features must be [n > 0, D], got shape {tuple(tensor.shape)}")
+        raise InputError(f"features must be [n > 0, D], got shape {tuple(tensor.shape)}")
     if num_frames <= 0 or num_pad < 0:
-        raise ValueError(f"num_frames must be positive and num_pad non-negative, got {num_frames}, {num_pad}")
+        raise InputError(f"num_frames must be positive and num_pad non-negative, got {num_frames}, {num_pad}")
     interpolated = torch.nn.functional.interpolate(
         tensor.float().T[None], size=2 * int(num_frames), mode="linear", align_corners=False
     )[0].T

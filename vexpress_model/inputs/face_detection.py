@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import FaceNotFoundError, InputError, ModelFolderError, VExpressError
+from ..options import FACE_SELECTIONS
 from .kps import KpsTrack
 
 logger = logging.getLogger("vexpress.inputs")
@@ -153,7 +154,7 @@ class FaceDetector:
         elif select == "score":
             face = faces[0]
         else:
-            raise ValueError(f"select must be 'largest' or 'score', got {select!r}")
+            raise InputError(f"select must be one of {', '.join(FACE_SELECTIONS)}, got {select!r}")
         return face.kps[:3].copy()
 
     def close(self) -> None:
@@ -170,7 +171,7 @@ class FaceDetector:
 def _check_image(image: np.ndarray) -> np.ndarray:
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8 or 0 in array.shape:
-        raise ValueError(f"images for face detection must be RGB uint8 [H, W, 3], got {array.dtype} {array.shape}")
+        raise InputError(f"images for face detection must be RGB uint8 [H, W, 3], got {array.dtype} {array.shape}")
     return array
 
 
@@ -279,7 +280,7 @@ def extract_kps_track(
     without a face are filled from their neighbours and counted in a warning.
     """
     if (width is None) != (height is None):
-        raise ValueError("give both width and height, or neither")
+        raise InputError("give both width and height, or neither")
     total = None
     if isinstance(source, (str, Path)):
         info = probe_video(source)

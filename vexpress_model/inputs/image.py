@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..options import check_compat
 
 logger = logging.getLogger("vexpress.inputs")
 
@@ -99,8 +100,7 @@ def load_reference_image(
         image = image.resize((int(height), int(width)))  # the original's swapped order, bicubic
         image = image.resize((int(width), int(height)), resample=Image.Resampling.LANCZOS)  # image processor
         return np.asarray(image, dtype=np.uint8).copy()
-    if compat != "fixed":
-        raise ValueError(f"compat must be 'fixed' or 'original', got {compat!r}")
+    check_compat(compat)
     image = _open_pil(source, name, upright=True).convert("RGB")
     if image.size != (int(width), int(height)):
         image = ImageOps.fit(image, (int(width), int(height)), method=Image.Resampling.LANCZOS)

@@ -21,12 +21,6 @@ import torch.nn.functional as F
 from diffusers.models.attention import FeedForward
 from torch import nn
 
-from ..errors import InputError
-
-
-class FrameLimitError(InputError, ValueError):
-    """More frames in one denoising call than the motion modules' position encoding covers (32)."""
-
 
 class Attention(nn.Module):
     """Multi-head attention with bias-free q/k/v projections and a biased output projection (SD-1.5 layout)."""

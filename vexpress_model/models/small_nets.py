@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from .config import VExpressConstants
 
 
@@ -127,7 +128,7 @@ class AudioProjection(nn.Module):
         lead = windows.shape[:-2]
         x = windows.to(weight.device, weight.dtype).reshape(-1, *windows.shape[-2:])
         if x.shape[1] > self.pos_emb.num_embeddings:
-            raise ValueError(
+            raise InputError(
                 f"audio windows of {x.shape[1]} vectors, the projection was trained on {self.pos_emb.num_embeddings}"
             )
         # Learned position embedding added before proj_in (SPEC §3.5).

@@ -20,21 +20,16 @@ from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
-from ..errors import VExpressError
+from ..errors import FrameLimitError, ReferenceBankError
 from .config import UNetConfig, VExpressConstants
 from .layers import (
     CallState,
-    FrameLimitError,
     MotionModule,
     SpatialTransformer,
     TransformerBlock,
 )
 
 logger = logging.getLogger("vexpress.models")
-
-
-class ReferenceBankError(VExpressError, ValueError):
-    """A reference bank does not fit the denoising UNet (other model size, missing blocks)."""
 
 
 def _resnet(config: UNetConfig, cin: int, cout: int) -> ResnetBlock2D:

@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 from ..errors import InputError
-
-Compat = Literal["fixed", "original"]
+from ..options import MAX_FPS, Compat, check_compat
 
 # The motion modules' position encoding has 32 rows (SPEC §3.6): a window may not hold more frames.
 MAX_CONTEXT_FRAMES = 32
@@ -50,11 +48,6 @@ class FramePlan:
     @property
     def duration_s(self) -> float:
         return self.num_frames / self.fps
-
-
-def _check_compat(compat: str) -> None:
-    if compat not in ("fixed", "original"):
-        raise ValueError(f"compat must be 'fixed' or 'original', got {compat!r}")
 
 
 def _check_window_settings(context_frames: int, context_overlap: int) -> None:
@@ -78,7 +71,7 @@ def context_windows(num_frames: int, size: int, overlap: int, compat: Compat = "
     In "fixed" mode any ``num_frames >= 1`` works: the last window is shifted back to end on the last frame, and a
     clip shorter than ``size`` is one window of all its frames.
     """
-    _check_compat(compat)
+    check_compat(compat)
     _check_window_settings(size, overlap)
     if num_frames < 1:
         raise InputError(f"a video needs at least one frame, got {num_frames}")
@@ -100,8 +93,8 @@ def context_windows(num_frames: int, size: int, overlap: int, compat: Compat = "
 def _check_duration_and_fps(duration_s: float, fps: float) -> None:
     if not (math.isfinite(duration_s) and duration_s > 0):
         raise InputError(f"the audio must last longer than 0 s, got {duration_s} s")
-    if not (math.isfinite(fps) and fps > 0):
-        raise InputError(f"fps must be a positive number, got {fps}")
+    if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
+        raise InputError(f"fps must be a number above 0 and at most {MAX_FPS:g}, got {fps}")
 
 
 def frame_count(duration_s: float, fps: float) -> int:
@@ -119,7 +112,7 @@ def plan_frames(
     compat: Compat = "fixed",
 ) -> FramePlan:
     """Frame count, output fps and context windows for ``duration_s`` seconds of audio (see the module doc)."""
-    _check_compat(compat)
+    check_compat(compat)
     _check_window_settings(context_frames, context_overlap)
     _check_duration_and_fps(duration_s, fps)
 

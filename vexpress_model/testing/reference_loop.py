@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .sampler import DDIM_CONFIG, LATENT_SCALE, SamplingSettings
+from ..pipeline.denoise import DDIM_CONFIG
+from ..pipeline.hooks import SamplingSettings
+from ..pipeline.sampler import LATENT_SCALE
 
 
 @torch.inference_mode()
