@@ -10,7 +10,7 @@ implementations get the same weights, inputs, seed and context windows (24/4, fi
 ``round(30 x seconds)``), so their final latents must agree to float rounding -- the benchmark is void otherwise.
 
 "original" is ``vexpress_model.testing.reference_loop`` driven the way the original pipeline drives its loop
-(SPEC §4.9-§4.16): kps images turned into float32 tensors and concatenated, guider features of both CFG halves on
+(docs/spec.md §4.9-§4.16): kps images turned into float32 tensors and concatenated, guider features of both CFG halves on
 the host, one UNet call per window with the UNet's plain paths, latents on the host, one-frame VAE decodes, the
 whole float video kept, then converted to uint8. "ours" is ``VExpressPipeline`` with its defaults: kps drawn and
 encoded chunk by chunk and only the conditional features kept, fast paths, all windows of a step batched, latents

@@ -82,7 +82,7 @@ class VExpressExtractKps(io.ComfyNode):
                     "video", optional=True,
                     tooltip="Driving video (core Load Video). Its own frame rate is used. Connect this or 'images'.",
                 ),
-                _widgets.fps("fps", (
+                _widgets.fps("fps", tooltip=(
                     "Frame rate of the 'images' batch, stored with the track so it plays at the right speed. "
                     "Not used with 'video', which carries its own frame rate."
                 )),
@@ -165,7 +165,7 @@ class VExpressLoadKps(io.ComfyNode):
                         "/upload/image, which accepts any file)."
                     ),
                 ),
-                _widgets.fps("fps_if_unknown", (
+                _widgets.fps("fps_if_unknown", tooltip=(
                     "Frame rate to assume when the file stores none (the original .pth format does not); the "
                     "original V-Express assumed 30."
                 )),
@@ -288,10 +288,15 @@ class VExpressRetargetKps(io.ComfyNode):
                     ),
                 ),
                 _widgets.width(
-                    "Output video width in pixels; use the same value as the sampler (the model is trained at 512)."
+                    tooltip=(
+                        "Output video width in pixels; use the same value as the sampler (the model is trained at 512)."
+                    ),
                 ),
                 _widgets.height(
-                    "Output video height in pixels; use the same value as the sampler (the model is trained at 512)."
+                    tooltip=(
+                        "Output video height in pixels; use the same value as the sampler "
+                        "(the model is trained at 512)."
+                    ),
                 ),
                 io.Int.Input(
                     "frame_count", default=0, min=0, max=1_000_000,
@@ -300,11 +305,11 @@ class VExpressRetargetKps(io.ComfyNode):
                         "length (one frame for fix_face without a driving track; the sampler stretches it)."
                     ),
                 ),
-                _widgets.fps("fps", (
+                _widgets.fps("fps", tooltip=(
                     "Frame rate of the output track; use AudioEmbed's fps. The driving track is resampled by "
                     "time to this rate, so its motion keeps its real speed."
                 )),
-                _widgets.compat(COMPAT_TOOLTIP),
+                _widgets.compat(tooltip=COMPAT_TOOLTIP),
                 _types.KpsType.Input(
                     "driving_kps", optional=True,
                     tooltip="Driving keypoint track (ExtractKps or LoadKps). Needed by every strategy except fix_face.",

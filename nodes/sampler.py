@@ -31,8 +31,16 @@ class VExpressSampler(io.ComfyNode):
                     "kps", tooltip="The kps track from RetargetKps; resampled to the video's frames if its length differs."
                 ),
                 _types.AudioEmbedsType.Input("audio_embeds", tooltip="The speech features from AudioEmbed."),
-                _widgets.width("Video width in pixels (multiple of 8). The model is trained at 512x512; other sizes degrade."),
-                _widgets.height("Video height in pixels (multiple of 8). The model is trained at 512x512; other sizes degrade."),
+                _widgets.width(
+                    tooltip=(
+                        "Video width in pixels (multiple of 8). The model is trained at 512x512; other sizes degrade."
+                    ),
+                ),
+                _widgets.height(
+                    tooltip=(
+                        "Video height in pixels (multiple of 8). The model is trained at 512x512; other sizes degrade."
+                    ),
+                ),
                 io.Int.Input(
                     "steps", default=25, min=1, max=200,
                     tooltip="Denoising steps. 25 is the original default; 15-20 is faster with slightly less detail.",
@@ -64,21 +72,29 @@ class VExpressSampler(io.ComfyNode):
                     ),
                 ),
                 _widgets.context_frames(
-                    "Frames the model sees at once (at most 32, the motion modules' limit). Longer videos are "
-                    "made in overlapping windows of this size. 24 is the original default."
+                    tooltip=(
+                        "Frames the model sees at once (at most 32, the motion modules' limit). Longer videos are "
+                        "made in overlapping windows of this size. 24 is the original default."
+                    ),
                 ),
                 _widgets.context_overlap(
-                    "Frames shared by neighbouring windows; their predictions are averaged so the windows join "
-                    "smoothly. Must be smaller than context_frames. 4 is the original default."
+                    tooltip=(
+                        "Frames shared by neighbouring windows; their predictions are averaged so the windows join "
+                        "smoothly. Must be smaller than context_frames. 4 is the original default."
+                    ),
                 ),
                 _widgets.compat(
-                    "fixed: corrected numerics (float32 window averaging, kps resampled by time, frames rounded "
-                    "to 8 bit). original: the original implementation's numerics (averaging in the model dtype, "
-                    "kps resampled by index, frames truncated), for parity with its results."
+                    tooltip=(
+                        "fixed: corrected numerics (float32 window averaging, kps resampled by time, frames rounded "
+                        "to 8 bit). original: the original implementation's numerics (averaging in the model dtype, "
+                        "kps resampled by index, frames truncated), for parity with its results."
+                    ),
                 ),
                 _widgets.median_filter(
-                    "The original's 3x3x3 median filter over time and space after decoding: less flicker but "
-                    "softer detail. auto: on with compat 'original' (the original always filters), else off."
+                    tooltip=(
+                        "The original's 3x3x3 median filter over time and space after decoding: less flicker but "
+                        "softer detail. auto: on with compat 'original' (the original always filters), else off."
+                    ),
                 ),
             ],
             outputs=[

@@ -31,7 +31,7 @@ class VExpressSaveVideo(io.ComfyNode):
                     "audio", optional=True,
                     tooltip="Sound track (AudioEmbed's audio output); cut or padded to the video length. Leave empty for a silent video.",
                 ),
-                _widgets.fps("fps", "Frame rate; connect the sampler's fps so the video lasts as long as the audio."),
+                _widgets.fps("fps", tooltip="Frame rate; connect the sampler's fps so the video lasts as long as the audio."),
                 io.String.Input(
                     "filename_prefix", default="vexpress/VExpress",
                     tooltip="File name prefix in the output folder; a '/' makes sub-folders. A counter is appended.",

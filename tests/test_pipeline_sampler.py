@@ -85,7 +85,7 @@ def test_window_batching_equals_one_window_per_call(batch):
 
 @pytest.mark.parametrize("compat,loop_dtype", [("original", torch.float16), ("fixed", torch.float32)])
 def test_loop_dtype_follows_compat(compat, loop_dtype):
-    """compat="original" keeps the original's run-dtype latents and accumulation (SPEC §10 #11); "fixed" keeps a
+    """compat="original" keeps the original's run-dtype latents and accumulation (docs/spec.md §10 #11); "fixed" keeps a
     float32 master copy of the latents. The initial noise is drawn in the run dtype either way."""
     models = make_fake_models()
     for role in ("vae", "reference_net", "denoising_unet", "kps_guider", "audio_projection"):

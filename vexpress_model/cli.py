@@ -1,6 +1,6 @@
 """``python -m vexpress_model``: the command line of the original ``inference.py``, plus our additions.
 
-Every flag of the original is accepted (SPEC §4.1) with the user manual's defaults. Additions: ``--model_dir``
+Every flag of the original is accepted (docs/spec.md §4.1) with the user manual's defaults. Additions: ``--model_dir``
 (a folder in the released layout; the individual path flags still override), ``--reference_kps_path``,
 ``--compat {fixed,original}``, ``--dump_dir``, ``--crf``, ``--median_filter``, ``--no_download`` and a few
 speed knobs. Bad input ends with one line on stderr and exit code 2, and leaves no output file behind.

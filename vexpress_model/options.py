@@ -26,7 +26,7 @@ FACE_SELECTION_LABELS: dict[str, str] = {"largest": "largest", "most_confident":
 """The nodes' widget labels for :data:`FACE_SELECTIONS`."""
 
 RETARGET_STRATEGIES: tuple[str, ...] = ("fix_face", "no_retarget", "offset_retarget", "naive_retarget")
-"""How the driving kps are fitted to the reference face (SPEC §4.7)."""
+"""How the driving kps are fitted to the reference face (docs/spec.md §4.7)."""
 
 STRATEGIES_WITH_DRIVING_KPS: tuple[str, ...] = tuple(s for s in RETARGET_STRATEGIES if s != "fix_face")
 """Every strategy but fix_face follows a driving kps track."""

@@ -1,4 +1,4 @@
-"""V-Kps images: the three keypoints drawn the way V-Express was trained (SPEC §4.8).
+"""V-Kps images: the three keypoints drawn the way V-Express was trained (docs/spec.md §4.8).
 
 The figure is two filled ellipses ("limbs") from each eye to the nose, in 60 % of the eye's colour, with
 filled discs of radius 4 on top: eye on the image left red (255, 0, 0), eye on the image right green

@@ -9,7 +9,7 @@ Two ways to map a driving track onto ``num_frames`` output frames:
   ``"mirror"`` (default: play the track backwards, then forwards again, so the head keeps moving without a
   jump), ``"loop"`` (start over, blending the last frame into the first) or ``"hold"`` (freeze on the last
   frame).
-* ``compat="original"``, **by index** (SPEC §4.6): a longer track is cut to its first ``num_frames``
+* ``compat="original"``, **by index** (docs/spec.md §4.6): a longer track is cut to its first ``num_frames``
   entries, then ``F.interpolate(mode="linear", align_corners=False)`` stretches it to ``num_frames`` (the
   identity when the lengths match). Frame *i* thus gets driving frame *i* whatever the frame rates are.
 """

@@ -1,4 +1,4 @@
-"""Retargeting a driving kps sequence onto the reference face (SPEC §4.7).
+"""Retargeting a driving kps sequence onto the reference face (docs/spec.md §4.7).
 
 Strategies: ``fix_face`` (the reference kps in every frame), ``no_retarget`` (the driving kps as they are),
 ``offset_retarget`` (the reference face, moved as the driving nose moves) and ``naive_retarget`` (the driving

@@ -4,7 +4,7 @@
 covers the target size **without changing its aspect ratio** and cropped to it around the centre
 (Pillow ``ImageOps.fit``, Lanczos). A square, face-centred crop, as the model was trained on, is kept whole.
 
-``compat="original"``: what the original ``inference.py`` and its pipeline do (SPEC §4.3, §4.9):
+``compat="original"``: what the original ``inference.py`` and its pipeline do (docs/spec.md §4.3, §4.9):
 ``Image.open(path).convert("RGB").resize((height, width))`` -- Pillow's default bicubic filter, the
 arguments in swapped order, the aspect ratio squashed, EXIF orientation ignored -- followed by the
 pipeline's image processor, which resizes to ``(width, height)`` with Lanczos (a no-op for square sizes).

@@ -1,11 +1,11 @@
-"""The windowed classifier-free-guidance DDIM loop (SPEC §4.12, §4.13), in three small pieces:
+"""The windowed classifier-free-guidance DDIM loop (docs/spec.md §4.12, §4.13), in three small pieces:
 
 * :class:`UNetRunner` -- calls the denoising UNet (optionally ``torch.compile``-d, falling back to eager).
 * :class:`WindowDenoiser` -- per step, evaluates this process's context windows in batches (one UNet call per
   batch, both CFG halves in it) and hands each window's guided v-prediction to the accumulator.
 * :class:`WindowAccumulator` -- the single home of the per-frame sums: ``"fixed"`` sums in float32 and divides by
   the frames' window counts at the end; ``"original"`` divides each contribution first and sums in the run dtype,
-  in window order (the original's arithmetic, SPEC §10 #11). Multi-process sampling sums the partial sums of all
+  in window order (the original's arithmetic, docs/spec.md §10 #11). Multi-process sampling sums the partial sums of all
   processes with one ``all_reduce`` before :meth:`~WindowAccumulator.result`.
 """
 
@@ -27,7 +27,7 @@ from .timing import MAX_CONTEXT_FRAMES
 
 logger = logging.getLogger("vexpress.pipeline")
 
-# The original's scheduler (inference_v2.yaml, SPEC §4.12); every other DDIMScheduler argument is its default.
+# The original's scheduler (inference_v2.yaml, docs/spec.md §4.12); every other DDIMScheduler argument is its default.
 DDIM_CONFIG: dict[str, Any] = {
     "beta_start": 0.00085,
     "beta_end": 0.012,
@@ -245,7 +245,8 @@ class WindowDenoiser:
         k = len(batch)
         if cfg:
             # Unconditional half first, like the original's [uncond, cond] CFG batch: zero kps features, zero audio
-            # tokens and (flagged by ``uncond``) a zero reference bank -- all three conditions dropped (SPEC §4.13).
+            # tokens and (flagged by ``uncond``) a zero reference bank: all three conditions dropped (docs/spec.md
+            # §4.13).
             sample = torch.cat([sample, sample])
             audio = torch.cat([torch.zeros_like(audio), audio])
             kps_batch = torch.cat([torch.zeros_like(kps_batch), kps_batch])

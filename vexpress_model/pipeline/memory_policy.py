@@ -31,6 +31,8 @@ def estimate_unet_bytes_per_image(latent_hw: int, base_channels: int, dtype: tor
 def balanced_batches(windows: Sequence[range], max_per_batch: int) -> list[list[range]]:
     """Split windows, in order, into the fewest batches of at most ``max_per_batch``, with sizes differing by at
     most one (so a compiled UNet sees at most two batch shapes)."""
+    if not windows:  # a process of a group that got no window this time
+        return []
     max_per_batch = max(1, int(max_per_batch))
     count = math.ceil(len(windows) / max_per_batch)
     base, extra = divmod(len(windows), count)

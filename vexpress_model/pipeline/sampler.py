@@ -4,15 +4,15 @@ One object serves the command line and the ComfyUI nodes. Its stages can be call
 together through :meth:`VExpressPipeline.generate`:
 
 1. :meth:`~VExpressPipeline.encode_reference` -- VAE ``latent_dist.mean * 0.18215`` of the reference image, then
-   the ReferenceNet once (timestep 0, zero text context) -> the reference bank (SPEC §3.2, §4.9).
+   the ReferenceNet once (timestep 0, zero text context) -> the reference bank (docs/spec.md §3.2, §4.9).
 2. :meth:`~VExpressPipeline.encode_kps` -- V-Kps guider on the kps images in [0, 1], in chunks; only the
    conditional features are kept (the unconditional ones are zeros), and identical frames (``fix_face``) are
    computed once and broadcast.
 3. :meth:`~VExpressPipeline.audio_features` (wav2vec2 over the whole clip) and
    :meth:`~VExpressPipeline.audio_tokens` (per-frame windows -> audio projection tokens ``[T, 5, D]``), or both at
    once with :meth:`~VExpressPipeline.encode_audio`; :meth:`~VExpressPipeline.project_audio` takes ready windows.
-4. :meth:`~VExpressPipeline.sample` -- DDIM (SPEC §4.12) with classifier-free guidance that drops all three
-   conditions (SPEC §4.13), the windows' guided v-predictions averaged with equal weights, then one scheduler
+4. :meth:`~VExpressPipeline.sample` -- DDIM (docs/spec.md §4.12) with classifier-free guidance that drops all three
+   conditions (docs/spec.md §4.13), the windows' guided v-predictions averaged with equal weights, then one scheduler
    step per timestep over all frames.
 5. :meth:`~VExpressPipeline.decode` -- VAE decode in chunks, handed out as an iterator of frame batches.
 
@@ -27,7 +27,7 @@ per call, keep/recompute of kps features), ``denoise`` (the loop and its window 
 (where the networks live per stage); this module orchestrates the stages.
 
 ``compat="original"`` reproduces the original numerically: the per-window contributions are divided by the
-frame's window count and accumulated in the run dtype, and latents are kept in the run dtype (SPEC §10 #11).
+frame's window count and accumulated in the run dtype, and latents are kept in the run dtype (docs/spec.md §10 #11).
 ``compat="fixed"`` keeps the latents and the accumulation in float32 (identical in an fp32 run).
 """
 
@@ -57,7 +57,7 @@ from .timing import FramePlan, frame_window_counts
 
 logger = logging.getLogger("vexpress.pipeline")
 
-# SD-1.5 VAE latent scale, hard-coded by the original (SPEC §3.7).
+# SD-1.5 VAE latent scale, hard-coded by the original (docs/spec.md §3.7).
 LATENT_SCALE = 0.18215
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The original's denoising loop restated literally (SPEC §4.13, §4.14, §4.16): the yardstick for our fast loop.
+"""The original's denoising loop restated literally (docs/spec.md §4.13, §4.14, §4.16): the yardstick for our fast loop.
 
 Not used for generation. Tests compare :class:`~vexpress_model.pipeline.sampler.VExpressPipeline` against it for
 any seed, window setting, size and guidance, and ``benchmarks/`` times it side by side with the fast loop. It does
