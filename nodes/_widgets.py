@@ -3,7 +3,7 @@ tooltip what the value means there)."""
 
 from __future__ import annotations
 
-from ..vexpress_model.options import COMPAT_MODES, MAX_FPS, MEDIAN_FILTER_MODES
+from ..vexpress_model.options import COMPAT_MODES, FACE_DETECTORS, MAX_FPS, MEDIAN_FILTER_MODES
 from ..vexpress_model.pipeline.timing import MAX_CONTEXT_FRAMES
 from ._comfy import io
 
@@ -35,3 +35,8 @@ def context_frames(*, tooltip: str) -> io.Int.Input:
 
 def context_overlap(*, tooltip: str) -> io.Int.Input:
     return io.Int.Input("context_overlap", default=4, min=0, max=MAX_CONTEXT_FRAMES - 1, tooltip=tooltip)
+
+
+def face_detector(*, tooltip: str, optional: bool = False) -> io.Combo.Input:
+    return io.Combo.Input("face_detector", options=list(FACE_DETECTORS), default="auto", tooltip=tooltip,
+                          optional=optional)

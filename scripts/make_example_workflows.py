@@ -82,6 +82,7 @@ def scenarios() -> list[Scenario]:
     other_person.append(
         Node(5, "VExpressLoadKps", (420, 640), {"kps_file": "vexpress_driving_other_kps.pth", "fps_if_unknown": 30.0})
     )
+    full_frame = _full_frame(_common("fix_face", prefix="full_frame"))
     return [
         Scenario(
             "vexpress_same_person_no_retarget",
@@ -121,6 +122,32 @@ def scenarios() -> list[Scenario]:
             "with the clip length; the video is made in overlapping 24-frame windows.",
             _common("fix_face", audio="vexpress_speech_long.mp3", offload="offload", prefix="long_audio"),
         ),
+        Scenario(
+            "vexpress_full_frame_portrait",
+            "Full-frame portrait: FaceCrop + PasteBack",
+            "Scenario 6: an ordinary photo, the person off-centre. FaceCrop cuts the face out as the square, "
+            "face-centred crop the model was trained on; the crop is animated (fix_face) and PasteBack blends it "
+            "back into the whole photo with a soft edge and matched colours. The video has the photo's size.",
+            full_frame,
+        ),
+    ]
+
+
+def _full_frame(nodes: list[Node]) -> list[Node]:
+    """The fix_face graph on a landscape photo: LoadImage -> FaceCrop -> (RetargetKps, Sampler) -> PasteBack."""
+    by_id = {node.id: node for node in nodes}
+    by_id[4].widgets["image"] = "vexpress_landscape.jpg"
+    by_id[6].links["reference_image"] = (5, 0)
+    by_id[7].links["reference_image"] = (5, 0)
+    by_id[8].links["images"] = (9, 0)
+    by_id[8].pos = (1680, 420)
+    return [
+        *nodes,
+        Node(5, "VExpressFaceCrop", (420, 480),
+             {"width": 512, "height": 512, "crop_scale": 3.4, "border": "pad", "face": "largest",
+              "face_detector": "auto"}, {"image": (4, 0)}),
+        Node(9, "VExpressPasteBack", (1680, 0), {"feather": 0.1, "color_match": "clip", "max_side": 0},
+             {"images": (7, 0), "original_image": (4, 0), "crop": (5, 1)}),
     ]
 
 

@@ -19,11 +19,22 @@ MEDIAN_FILTER_MODES: tuple[str, ...] = ("auto", "on", "off")
 KPS_FORMATS: tuple[str, ...] = ("auto", "original", "npz", "json")
 """Kps file formats; ``auto`` picks by the file name's extension."""
 
-FACE_SELECTIONS: tuple[str, ...] = ("largest", "score")
-"""Which face to follow when a frame shows several: the largest box, or the detector's most confident one."""
+FaceSelection = Literal["largest", "score", "nearest"]
+FACE_SELECTIONS: tuple[str, ...] = ("largest", "score", "nearest")
+"""Which face to follow when a frame shows several: the largest box, the detector's most confident one, or the one
+nearest the previous frame's face (the largest in the first frame)."""
 
-FACE_SELECTION_LABELS: dict[str, str] = {"largest": "largest", "most_confident": "score"}
+FACE_SELECTION_LABELS: dict[str, str] = {"largest": "largest", "most_confident": "score", "nearest_previous": "nearest"}
 """The nodes' widget labels for :data:`FACE_SELECTIONS`."""
+
+FACE_DETECTORS: tuple[str, ...] = ("auto", "insightface", "mediapipe")
+"""Face detection backends; ``auto``: insightface where its model is present, else MediaPipe."""
+
+CROP_BORDER_MODES: tuple[str, ...] = ("pad", "shift")
+"""Full frame: a face crop past the image edge pads (repeats the edge) or shifts inside the image."""
+
+COLOR_MATCH_MODES: tuple[str, ...] = ("clip", "frame", "off")
+"""Full frame: the pasted face's colours matched to the photo once per clip, per frame, or not at all."""
 
 RETARGET_STRATEGIES: tuple[str, ...] = ("fix_face", "no_retarget", "offset_retarget", "naive_retarget")
 """How the driving kps are fitted to the reference face (docs/spec.md §4.7)."""
