@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .conditioning.retarget import STRATEGIES_WITH_DRIVING_KPS
 from .errors import InputError, ModelFolderError
 from .models.paths import VEXPRESS_FILES
+from .options import STRATEGIES_WITH_DRIVING_KPS
 from .request import GenerationRequest, request_from_cli_args
 
 __all__ = ["GenerationRequest", "request_from_cli_args", "run_generation"]
@@ -337,7 +337,8 @@ def run_generation(
     from .conditioning.kps_images import draw_kps_images, kps_image_source
     from .outputs.video import VideoWriter
     from .pipeline.gather import decode_gathered
-    from .pipeline.sampler import Hooks, SamplingSettings, VExpressPipeline
+    from .pipeline.hooks import Hooks, SamplingSettings
+    from .pipeline.sampler import VExpressPipeline
 
     main = distributed is None or distributed.is_main
 

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .sampler import Hooks, VExpressPipeline, frames_to_uint8
+from .hooks import Hooks
+from .images import frames_to_uint8
 from .sharding import decode_rounds, rank_frames
 
 
-def _pixel_size(pipeline: VExpressPipeline, latents: torch.Tensor) -> tuple[int, int]:
+def _pixel_size(pipeline: Any, latents: torch.Tensor) -> tuple[int, int]:
     """Decoded frame size from the latent size: the VAE upsamples by 2 per block after the first (diffusers'
     ``vae_scale_factor``; 8 for SD's VAE)."""
     config = getattr(pipeline.models.vae, "config", None)
@@ -31,7 +32,7 @@ def _pixel_size(pipeline: VExpressPipeline, latents: torch.Tensor) -> tuple[int,
 
 
 def decode_gathered(
-    pipeline: VExpressPipeline,
+    pipeline: Any,
     latents: torch.Tensor,
     group: Any = None,
     *,
@@ -41,7 +42,9 @@ def decode_gathered(
     """Decoded frames ``[n, H, W, 3]`` in frame order on rank 0 (uint8, or float32 in [0, 1]); nothing on the other
     ranks, which must iterate all the same (they decode and send while iterated). ``latents`` ``[1, 4, T, h, w]``
     must be the same on every rank (they are after sampling). A ``dump`` hook is honoured on rank 0 as
-    :meth:`VExpressPipeline.decode` honours it (``video_float``, ``frames_uint8`` of the whole video)."""
+    ``VExpressPipeline.decode`` honours it (``video_float``, ``frames_uint8`` of the whole video). ``pipeline``: a
+    ``VExpressPipeline``, whose ``decode`` each rank runs on its own chunks (it takes no process group: a decode is
+    split only where this function is called, as ``generate.run_generation`` does)."""
     if output not in ("uint8", "float"):
         raise ValueError(f"output must be 'uint8' or 'float', got {output!r}")
     hooks = hooks or Hooks()
@@ -64,9 +67,8 @@ def decode_gathered(
     local: Iterator[np.ndarray] = iter(())
     if mine:
         index = torch.tensor(mine, device=latents.device)
-        local = pipeline.decode(
-            latents.index_select(2, index), output="float" if as_float else "uint8", hooks=Hooks(cancel=hooks.cancel)
-        )
+        local = pipeline.decode(latents.index_select(2, index), output="float" if as_float else "uint8",
+                                hooks=Hooks(cancel=hooks.cancel))
     height, width = _pixel_size(pipeline, latents)
     dtype = torch.float32 if as_float else torch.uint8
     kept: list[np.ndarray] = []

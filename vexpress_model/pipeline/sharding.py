@@ -6,6 +6,7 @@ Pure functions of (items, rank, world size): every process computes every share 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 def shard_windows(windows: Sequence[range], rank: int, world_size: int) -> tuple[range, ...]:
@@ -28,6 +29,15 @@ def shard_windows(windows: Sequence[range], rank: int, world_size: int) -> tuple
             share.append(window)
         before += len(window)
     return tuple(share)
+
+
+def local_windows(windows: Sequence[range], group: Any) -> tuple[range, ...]:
+    """This process's share of ``windows`` in the torch.distributed ``group`` (all of them when ``group`` is None)."""
+    if group is None:
+        return tuple(windows)
+    import torch.distributed as dist
+
+    return shard_windows(windows, dist.get_rank(group), dist.get_world_size(group))
 
 
 def decode_rounds(num_frames: int, chunk_frames: int, world_size: int) -> list[list[range]]:
