@@ -1,6 +1,6 @@
 """``python -m vexpress_model``: the command line of the original ``inference.py``, plus our additions.
 
-Every flag of the original is accepted (SPEC §4.1) with the user manual's defaults. Additions: ``--model_dir``
+Every flag of the original is accepted (docs/spec.md §4.1) with the user manual's defaults. Additions: ``--model_dir``
 (a folder in the released layout; the individual path flags still override), ``--reference_kps_path``,
 ``--compat {fixed,original}``, ``--dump_dir``, ``--crf``, ``--median_filter``, ``--no_download`` and a few
 speed knobs. Bad input ends with one line on stderr and exit code 2, and leaves no output file behind.
@@ -12,24 +12,45 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
-from .conditioning.face_crop import BORDER_MODES, DEFAULT_CROP_SCALE
-from .conditioning.retarget import STRATEGIES as RETARGET_STRATEGIES
-from .errors import MissingModelFilesError, VExpressError
-from .inputs.face_backends import FACE_DETECTORS
-from .inputs.kps import REFERENCE_KPS_SPACES
-from .outputs.median_filter import MEDIAN_FILTER_CHOICES
-from .outputs.paste_back import COLOR_MATCH_MODES, DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
+from .conditioning.face_crop import DEFAULT_CROP_SCALE
+from .errors import InputError, MissingModelFilesError, ProcessFailedError, VExpressError
+from .options import (
+    COLOR_MATCH_MODES,
+    COMPAT_MODES,
+    CROP_BORDER_MODES,
+    DTYPES,
+    FACE_DETECTORS,
+    MEDIAN_FILTER_MODES,
+    REFERENCE_KPS_SPACES,
+    RETARGET_STRATEGIES,
+)
+from .outputs.paste_back import DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
+from .pipeline.distributed import DEFAULT_TIMEOUT_S
 
 logger = logging.getLogger("vexpress.cli")
 
 EXIT_USER_ERROR = 2
+EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m vexpress_model",
+class _RaisingParser(argparse.ArgumentParser):
+    """A parser whose errors are exceptions (InputError) instead of a usage message and exit: for the flags of
+    one job among many (``vexpress_model.batch``), where one bad job must not end the others."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(message)
+
+
+def build_parser(*, inputs_required: bool = True, for_jobs: bool = False, prog: str = "python -m vexpress_model"
+                 ) -> argparse.ArgumentParser:
+    """The command line's flags. ``inputs_required`` False: the input paths may be left out (the batch command
+    line, whose jobs give them); ``for_jobs``: errors raise InputError instead of exiting."""
+    parser_class = _RaisingParser if for_jobs else argparse.ArgumentParser
+    parser = parser_class(
+        prog=prog,
         description="Generate a lip-synced talking-head video (H.264 + AAC) from a portrait and a speech recording.",
     )
     models = parser.add_argument_group("model files (default: the released layout under --model_dir)")
@@ -50,9 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="never download missing weights; report what goes where instead")
 
     inputs = parser.add_argument_group("inputs and output")
-    inputs.add_argument("--reference_image_path", required=True,
+    inputs.add_argument("--reference_image_path", required=inputs_required,
                         help="portrait image (a face-centred square crop; any photo with --full_frame)")
-    inputs.add_argument("--audio_path", required=True, help="speech audio: mp3, wav, flac, m4a/aac or ogg, any sample rate")
+    inputs.add_argument("--audio_path", required=inputs_required,
+                        help="speech audio: mp3, wav, flac, m4a/aac or ogg, any sample rate")
     inputs.add_argument("--kps_path", default="",
                         help="driving keypoint track (.pth original format, or .npz/.json); not needed for fix_face")
     inputs.add_argument("--reference_kps_path", default="",
@@ -83,10 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     generation.add_argument("--audio_embeddings_type", default="global", choices=("global",))
     generation.add_argument("--test_stage", default="stage_3", choices=("stage_1", "stage_2", "stage_3"),
                             help="stage_1 disables motion modules and audio attention (as in the original)")
-    generation.add_argument("--compat", default="fixed", choices=("fixed", "original"),
+    generation.add_argument("--compat", default="fixed", choices=COMPAT_MODES,
                             help="fixed (default): the original's timing/retarget bugs fixed; "
                                  "original: reproduce the original implementation exactly")
-    generation.add_argument("--median_filter", default="auto", choices=MEDIAN_FILTER_CHOICES,
+    generation.add_argument("--median_filter", default="auto", choices=MEDIAN_FILTER_MODES,
                             help="the original's 3x3x3 median post-filter (auto: on with --compat original)")
     generation.add_argument("--crf", type=int, default=17, help="H.264 quality (lower is better; 17 is near lossless)")
 
@@ -101,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     full_frame.add_argument("--crop_scale", type=float, default=DEFAULT_CROP_SCALE,
                             help=f"crop side in face sizes (default {DEFAULT_CROP_SCALE}: head and shoulders, the "
                                  "framing the model was trained on)")
-    full_frame.add_argument("--crop_border", default="pad", choices=BORDER_MODES,
+    full_frame.add_argument("--crop_border", default="pad", choices=CROP_BORDER_MODES,
                             help="a crop past the image edge: pad (repeat the edge, face stays centred) or shift")
     full_frame.add_argument("--feather", type=float, default=DEFAULT_FEATHER,
                             help=f"soft edge of the pasted face, as a fraction of the crop side (default "
@@ -115,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto: cuda when available)")
     runtime.add_argument("--gpu_id", type=int, default=0)
-    runtime.add_argument("--dtype", default="auto", choices=("auto", "fp16", "bf16", "fp32"),
+    runtime.add_argument("--dtype", default="auto", choices=DTYPES,
                          help="auto: fp16 on CUDA, fp32 on CPU")
     runtime.add_argument("--save_gpu_memory", action="store_true",
                          help="keep only the running stage's networks on the GPU (really frees memory)")
@@ -123,15 +145,35 @@ def build_parser() -> argparse.ArgumentParser:
                          help="context windows per UNet call (0: as many as the memory budget allows)")
     runtime.add_argument("--compile", action="store_true", help="torch.compile the denoising UNet")
     runtime.add_argument("--do_multi_devices_inference", action="store_true",
-                         help="accepted for compatibility; the original does not split work either, so one device is used")
+                         help="accepted for compatibility; to split the work over several GPUs start the command "
+                              "with torchrun (README: Several GPUs and machines)")
+    runtime.add_argument("--dist_timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                         help="under torchrun: seconds the processes wait for each other before giving up "
+                              f"(default {DEFAULT_TIMEOUT_S:.0f})")
     runtime.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
+def one_line(error: BaseException) -> str:
+    """An error message on one line, so that scripts and logs keep it together."""
+    return " ".join(part.strip() for part in str(error).splitlines() if part.strip()) or type(error).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    from .generate import request_from_cli_args, run_generation
+    from .pipeline.distributed import torchrun_launch
+
+    try:
+        launch = torchrun_launch()
+    except VExpressError as error:
+        print("error: " + one_line(error), file=sys.stderr)
+        return EXIT_USER_ERROR
+    quiet = args.quiet or (launch is not None and not launch.is_main)  # progress and logs once, from rank 0
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    if launch is not None:
+        return main_distributed(args, launch)
+    from .generate import run_generation
+    from .request import request_from_cli_args
 
     try:
         request = request_from_cli_args(args)
@@ -140,11 +182,62 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)  # a table of files and the ways to get them: several lines
         return EXIT_USER_ERROR
     except VExpressError as error:
-        # One line, so that scripts and logs keep the whole message together.
-        print("error: " + " ".join(part.strip() for part in str(error).splitlines() if part.strip()), file=sys.stderr)
+        print("error: " + one_line(error), file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted: no video was written", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(output)
+    return 0
+
+
+def main_distributed(args: argparse.Namespace, launch: Any) -> int:
+    """The command under torchrun: one clip over all processes (see ``pipeline.distributed``).
+
+    Messages: a failure agreed on by all processes (a bad input anywhere) is printed once, by rank 0; a failure of
+    this process's own work is printed by it, naming its rank; a process stopped because another failed (a
+    collective lost its peers, or torchrun's SIGTERM) says so in a line that is not an ``error:``.
+    """
+    from .generate import run_generation
+    from .pipeline.distributed import (
+        DistributedRun,
+        Terminated,
+        is_collective_failure,
+        process_device,
+        raise_on_sigterm,
+        record_error_for_torchrun,
+    )
+    from .request import request_from_cli_args
+
+    raise_on_sigterm()
+    name = launch.name()
+    try:
+        request = request_from_cli_args(args)
+        request.device = process_device(request.device, launch)
+        if not launch.is_main:
+            request.show_progress = False
+        with DistributedRun(launch, request.device, timeout_s=args.dist_timeout) as run:
+            output = run_generation(request, distributed=run)
+    except ProcessFailedError as error:
+        if launch.is_main:
+            print("error: " + one_line(error), file=sys.stderr)
+        return EXIT_USER_ERROR if error.user_error else EXIT_FAILED
+    except VExpressError as error:
+        record_error_for_torchrun(error)
+        print(f"error: {name}: " + one_line(error), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (Terminated, KeyboardInterrupt):
+        print(f"{name} stopped: torchrun ended the run (another process failed or it was interrupted); "
+              "no video was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        if is_collective_failure(error):
+            print(f"{name} stopped: lost the other processes ({one_line(error)[:300]}); the process that failed "
+                  "first reports the cause; no video was written", file=sys.stderr)
+            return EXIT_FAILED
+        record_error_for_torchrun(error)
+        print(f"error: {name} failed: {type(error).__name__}: {one_line(error)}", file=sys.stderr)
+        return EXIT_FAILED
+    if output is not None:
+        print(output)
     return 0

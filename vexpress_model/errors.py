@@ -12,12 +12,22 @@ class VExpressError(Exception):
     """A problem the user can fix; the message says what is wrong and what to do."""
 
 
-class InputError(VExpressError):
-    """A user-supplied input (image, audio, kps file, output path, setting) is unusable."""
+class InputError(VExpressError, ValueError):
+    """A user-supplied input (image, audio, kps file, output path, setting) is unusable.
+
+    Also a ``ValueError``: library callers that catch a bad value as ``ValueError`` keep working."""
 
 
 class FaceNotFoundError(InputError):
     """No face could be detected where one is required."""
+
+
+class FrameLimitError(InputError):
+    """More frames in one denoising call than the motion modules' position encoding covers (32)."""
+
+
+class ReferenceBankError(VExpressError, ValueError):
+    """A reference bank does not fit the denoising UNet (other model size, missing blocks)."""
 
 
 class ModelFolderError(VExpressError):
@@ -26,6 +36,26 @@ class ModelFolderError(VExpressError):
 
 class CheckpointMismatchError(ModelFolderError):
     """A checkpoint's keys or shapes do not match the network it is loaded into."""
+
+
+class GenerationCancelled(Exception):
+    """The caller's cancel callback asked the pipeline to stop (not a user error: the command line exits 130)."""
+
+
+class DistributedSetupError(VExpressError):
+    """A torchrun launch cannot run: bad environment variables, a device that does not fit, no process group."""
+
+
+class ProcessFailedError(VExpressError):
+    """A phase of a torchrun launch failed on some process; every process raises this with that process's message.
+
+    ``rank`` is the first failing process; ``user_error`` whether the cause was a :class:`VExpressError` there.
+    """
+
+    def __init__(self, message: str, *, rank: int, user_error: bool) -> None:
+        super().__init__(message)
+        self.rank = rank
+        self.user_error = user_error
 
 
 class MissingModelFilesError(ModelFolderError):

@@ -17,8 +17,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-# "auto": on with compat "original" (the original always filters), off otherwise.
-MEDIAN_FILTER_CHOICES = ("auto", "on", "off")
+from ..options import MEDIAN_FILTER_MODES
 
 
 def median_filter_enabled(choice: str | bool | None, compat: str) -> bool:
@@ -27,8 +26,8 @@ def median_filter_enabled(choice: str | bool | None, compat: str) -> bool:
         return compat == "original"
     if isinstance(choice, bool):
         return choice
-    if choice not in MEDIAN_FILTER_CHOICES:
-        raise ValueError(f"median filter must be one of {', '.join(MEDIAN_FILTER_CHOICES)}, got {choice!r}")
+    if choice not in MEDIAN_FILTER_MODES:
+        raise ValueError(f"median filter must be one of {', '.join(MEDIAN_FILTER_MODES)}, got {choice!r}")
     return choice == "on"
 
 
