@@ -84,8 +84,8 @@ def test_help_says_which_pixels(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "in pixels of the output frame (--image_width x --image_height)" in text
-    assert "the portrait's own pixels" in text
+    assert "in pixels of the --image_width x --image_height output frame" in text
+    assert "portrait's own pixels with --reference_kps_in image (always with --full_frame)" in text
 
 
 def test_valid_values_are_kept(good_args):  # noqa: F811
