@@ -37,7 +37,10 @@ NODE_WIDTH = 360
 PREVIEW_HEIGHT = {"LoadImage": 300, "LoadVideo": 300, "LoadAudio": 60, "VExpressSampler": 380,
                   "VExpressSaveVideo": 380, "VExpressSaveKps": 220}
 RETARGET_Y_WITH_DRIVING = 640
-NOTE_POS, NOTE_SIZE = (COLUMNS[4], 720), (360, 260)
+# The Note goes under the audio column, below whatever else is there; the bottom right corner of the window stays
+# free for the frontend's minimap.
+NOTE_SIZE = (360, 260)
+NOTE_GAP = 60
 # The scale the workflow opens at: the whole graph (about 1960 x 1000 units) fits a 1600 x 1000 window.
 VIEW = {"scale": 0.75, "offset": [40, 100]}
 
@@ -255,8 +258,10 @@ def to_ui(scenario: Scenario, object_info: dict[str, Any]) -> dict[str, Any]:
         for slot, output in enumerate(ui_node["outputs"]):
             output["links"] = outputs_links.get((ui_node["id"], slot), [])
     note_id = max(by_id) + 1
+    column = [n for n in ui_nodes if n["pos"][0] == COLUMNS[1]]
+    note_pos = [COLUMNS[1], max(n["pos"][1] + n["size"][1] for n in column) + NOTE_GAP if column else 0]
     ui_nodes.append({
-        "id": note_id, "type": "Note", "pos": list(NOTE_POS), "size": list(NOTE_SIZE), "flags": {}, "order": len(order),
+        "id": note_id, "type": "Note", "pos": note_pos, "size": list(NOTE_SIZE), "flags": {}, "order": len(order),
         "mode": 0, "inputs": [], "outputs": [], "properties": {}, "color": "#432", "bgcolor": "#653",
         "widgets_values": [f"{scenario.title}\n\n{scenario.note}\n\nInputs: example_workflows/input/ of the "
                            "V-Express pack (copy them into ComfyUI's input folder)."],

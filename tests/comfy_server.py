@@ -4,7 +4,8 @@
 and this pack's requirements; ``scripts/test.sh`` builds ``.venv-comfy`` for it) say which. The server runs with
 ``--cpu`` on 127.0.0.1 and a free port, with its own ``--base-directory`` (models, input, output, temp, user) in a
 temporary folder, so the checkout is only read; the pack is linked into its ``custom_nodes`` as
-``ComfyUI-V-Express``, a tiny random-weight model folder goes to ``models/vexpress/tiny``, the stand-in face
+``ComfyUI-V-Express``, a tiny random-weight model folder goes to ``models/vexpress/tiny`` (and other names on
+request), the stand-in face
 detector to ``models/insightface`` and the example inputs to ``input/``. It is stopped when the context ends.
 """
 
@@ -61,8 +62,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(base: Path, model_folder: Path, how_to: str) -> Iterator[Server]:
-    """Start ComfyUI in ``base`` with the pack and ``model_folder`` as ``models/vexpress/tiny``; stop it after."""
+def running_server(base: Path, model_folder: Path, how_to: str, model_names: tuple[str, ...] = ("tiny",)
+                   ) -> Iterator[Server]:
+    """Start ComfyUI in ``base`` with the pack and ``model_folder`` as ``models/vexpress/<name>`` for each of
+    ``model_names``; stop it after."""
     comfy_path = os.environ.get("COMFYUI_PATH")
     python = os.environ.get("COMFYUI_PYTHON")
     if not comfy_path or not python:
@@ -75,7 +78,8 @@ def running_server(base: Path, model_folder: Path, how_to: str) -> Iterator[Serv
 
     (base / "custom_nodes").mkdir(parents=True)
     (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
-    shutil.copytree(model_folder, base / "models" / "vexpress" / "tiny")
+    for name in model_names:
+        shutil.copytree(model_folder, base / "models" / "vexpress" / name)
     write_fake_buffalo_l(base / "models" / "insightface")
     shutil.copytree(REPO / "example_workflows" / "input", base / "input")
     port = _free_port()
