@@ -5,7 +5,8 @@ Core types at the edges (CONTRACT §1.3): IMAGE ``[B, H, W, C]`` float32 in 0..1
 float32 ``[C, N]`` waveforms (docs/ARCHITECTURE.md "Conventions").
 
 Pack types (never a core type name): ``VEXPRESS_PIPE`` (:class:`VExpressPipe`), ``VEXPRESS_KPS`` (the library's
-``KpsTrack``), ``VEXPRESS_AUDIO_EMBEDS`` (:class:`AudioEmbeds`).
+``KpsTrack``), ``VEXPRESS_AUDIO_EMBEDS`` (:class:`AudioEmbeds`), ``VEXPRESS_CROP`` (the library's ``FaceCrop``:
+where the face crop lies in the full image, for PasteBack).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from . import _comfy
 PIPE = "VEXPRESS_PIPE"
 KPS = "VEXPRESS_KPS"
 AUDIO_EMBEDS = "VEXPRESS_AUDIO_EMBEDS"
+CROP = "VEXPRESS_CROP"
 
 PipeType = _comfy.io.Custom(PIPE)
 KpsType = _comfy.io.Custom(KPS)
 AudioEmbedsType = _comfy.io.Custom(AUDIO_EMBEDS)
+CropType = _comfy.io.Custom(CROP)
 
 
 @dataclass

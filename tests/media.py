@@ -142,3 +142,25 @@ def write_media_folder(folder: Path) -> Path:
     (folder / "corrupt.mp3").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     write_kps_original(folder / "driving_kps.pth", driving_track(60))
     return folder
+
+
+def off_centre_photo(width: int, height: int, face_x: float = 0.72, face_y: float = 0.4, seed: int = 0) -> np.ndarray:
+    """A ``width`` x ``height`` photo with the astronaut's head and shoulders off-centre: the portrait (scaled to
+    60 % of the shorter side) on a smooth, slightly noisy backdrop, its face centre at (face_x, face_y) of the
+    picture. RGB uint8 [height, width, 3]."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    backdrop = np.stack([90 + 60 * x / width, 110 + 40 * y / height, 150 - 50 * x / width], axis=-1)
+    backdrop += rng.normal(0, 3, backdrop.shape)
+    side = int(0.6 * min(width, height))
+    portrait = np.asarray(Image.fromarray(portrait_rgb()).resize((side, side), Image.LANCZOS))
+    face_centre = np.array([225.0, 115.0]) * side / 512  # the astronaut's face centre in the scaled portrait
+    left = int(round(face_x * width - face_centre[0]))
+    top = int(round(face_y * height - face_centre[1]))
+    image = np.clip(backdrop, 0, 255).astype(np.uint8)
+    x0, y0 = max(left, 0), max(top, 0)
+    x1, y1 = min(left + side, width), min(top + side, height)
+    image[y0:y1, x0:x1] = portrait[y0 - top : y1 - top, x0 - left : x1 - left]
+    return image

@@ -87,7 +87,8 @@ def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture, driving_video:
     kps = str(out / "kps.pth")
     message = _bad_run(tmp_path, capsys, _args(tmp_path / "missing.mp4", insightface_root, kps_sequence_save_path=kps))
     assert "does not exist" in message and "--video_path" in message
-    message = _bad_run(tmp_path, capsys, _args(driving_video, tmp_path / "no_models", kps_sequence_save_path=kps))
+    message = _bad_run(tmp_path, capsys, _args(driving_video, tmp_path / "no_models", kps_sequence_save_path=kps,
+                                              face_detector="insightface"))
     assert "buffalo_l" in message and "det_10g.onnx" in message
     message = _bad_run(tmp_path, capsys, _args(media_dir / "speech_16000_mono.wav", insightface_root,
                                               kps_sequence_save_path=kps))

@@ -142,7 +142,7 @@ def test_entrypoint_lists_every_node_with_unique_pack_ids(pack, node):
     ids = [cls.GET_SCHEMA().node_id for cls in classes]
     assert ids == [
         "LoadVExpressModels", "VExpressAudioEmbed", "VExpressExtractKps", "VExpressLoadKps", "VExpressSaveKps",
-        "VExpressRetargetKps", "VExpressSampler", "VExpressSaveVideo",
+        "VExpressRetargetKps", "VExpressFaceCrop", "VExpressPasteBack", "VExpressSampler", "VExpressSaveVideo",
     ]
     assert all(i == "LoadVExpressModels" or i.startswith("VExpress") for i in ids)
     for cls in classes:
@@ -465,6 +465,7 @@ def test_face_nodes_say_what_is_missing_without_insightface(node, portrait, monk
 
     monkeypatch.setitem(sys.modules, "insightface", None)
     monkeypatch.setitem(sys.modules, "insightface.model_zoo", None)
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # else "auto" would fall back to MediaPipe
     with pytest.raises(VExpressError, match="pip install insightface"):
         node("kps").VExpressRetargetKps.execute(reference_image=portrait, strategy="fix_face", frame_count=3,
                                                 fps=10.0, compat="fixed", **SMALL)

@@ -51,7 +51,7 @@ SCHEMAS = _schema_calls()
 def test_node_ids_carry_the_pack_name():
     assert set(SCHEMAS) == {
         "LoadVExpressModels", "VExpressAudioEmbed", "VExpressExtractKps", "VExpressLoadKps", "VExpressSaveKps",
-        "VExpressRetargetKps", "VExpressSampler", "VExpressSaveVideo",
+        "VExpressRetargetKps", "VExpressSampler", "VExpressSaveVideo", "VExpressFaceCrop", "VExpressPasteBack",
     }
     display = {node: entry["display_name"] for node, entry in SCHEMAS.items()}
     assert display["VExpressExtractKps"] == "ExtractKps" and display["VExpressRetargetKps"] == "RetargetKps"
@@ -162,9 +162,9 @@ def _ui_workflows() -> list[Path]:
     return sorted(WORKFLOWS.glob("*.json"))
 
 
-def test_five_scenarios_each_with_thumbnail_and_api_copy():
+def test_six_scenarios_each_with_thumbnail_and_api_copy():
     names = [path.stem for path in _ui_workflows()]
-    assert len(names) == 5
+    assert len(names) == 6
     for name in names:
         assert any((WORKFLOWS / f"{name}{ext}").is_file() for ext in (".jpg", ".png", ".webp")), name
         assert (WORKFLOWS / "api" / f"{name}.json").is_file(), name
@@ -225,6 +225,13 @@ def test_the_manual_scenarios_are_all_there():
     assert inputs(graphs["V-Express 1 - Same person, driving video (no_retarget)"], "VExpressExtractKps")
     other_person = graphs["V-Express 3 - Head motion of another person (offset_retarget)"]
     assert inputs(other_person, "VExpressLoadKps")[0]["kps_file"].endswith(".pth")
+    full_frame = graphs["V-Express 6 - Whole photo, face off-centre (FaceCrop, PasteBack)"]
+    assert inputs(full_frame, "LoadImage")[0]["image"] == "vexpress_landscape.jpg"
+    paste = inputs(full_frame, "VExpressPasteBack")[0]
+    crop_node = next(k for k, n in full_frame.items() if n["class_type"] == "VExpressFaceCrop")
+    assert paste["crop"] == [crop_node, 1]
+    save = inputs(full_frame, "VExpressSaveVideo")[0]
+    assert full_frame[save["images"][0]]["class_type"] == "VExpressPasteBack"
 
 
 # --------------------------------------------------------------------------------------- the API example

@@ -13,8 +13,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from .conditioning.face_crop import BORDER_MODES, DEFAULT_CROP_SCALE
 from .conditioning.retarget import STRATEGIES as RETARGET_STRATEGIES
 from .errors import VExpressError
+from .inputs.face_backends import FACE_DETECTORS
+from .outputs.paste_back import COLOR_MATCH_MODES, DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
 
 logger = logging.getLogger("vexpress.cli")
 
@@ -39,16 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--v_kps_guider_path")
     models.add_argument("--audio_projection_path")
     models.add_argument("--motion_module_path")
+    models.add_argument("--face_detector", default="auto", choices=FACE_DETECTORS,
+                        help="auto: insightface where its model is present, else MediaPipe when installed")
     models.add_argument("--no_download", action="store_true",
                         help="never download missing weights; report what goes where instead")
 
     inputs = parser.add_argument_group("inputs and output")
-    inputs.add_argument("--reference_image_path", required=True, help="portrait image (a face-centred square crop works best)")
+    inputs.add_argument("--reference_image_path", required=True,
+                        help="portrait image (a face-centred square crop; any photo with --full_frame)")
     inputs.add_argument("--audio_path", required=True, help="speech audio: mp3, wav, flac, m4a/aac or ogg, any sample rate")
     inputs.add_argument("--kps_path", default="",
                         help="driving keypoint track (.pth original format, or .npz/.json); not needed for fix_face")
     inputs.add_argument("--reference_kps_path", default="",
-                        help="reference keypoints from a file (.json [[x,y]x3], .pth or .npz) instead of face detection")
+                        help="reference keypoints from a file (.json [[x,y]x3], .pth or .npz) instead of face "
+                             "detection; in pixels of the --image_width x --image_height frame, or with --full_frame "
+                             "in the reference image's own pixels")
     inputs.add_argument("--output_path", default="./output/vexpress.mp4", help="the .mp4 to write")
     inputs.add_argument("--dump_dir", default="", help="write intermediate arrays (.npy, parity names) here")
 
@@ -76,6 +84,28 @@ def build_parser() -> argparse.ArgumentParser:
     generation.add_argument("--median_filter", default="auto", choices=("auto", "on", "off"),
                             help="the original's 3x3x3 median post-filter (auto: on with --compat original)")
     generation.add_argument("--crf", type=int, default=17, help="H.264 quality (lower is better; 17 is near lossless)")
+
+    full_frame = parser.add_argument_group(
+        "full frame (any photo: the face is cut out, animated and pasted back into the whole picture)")
+    full_frame.add_argument("--full_frame", action="store_true",
+                            help="crop the face out of the reference image, generate at --image_width x "
+                                 "--image_height, paste the result back; the video has the image's own size")
+    full_frame.add_argument("--face_box", default="",
+                            help="x1,y1,x2,y2: crop around this face box (reference image pixels) instead of the "
+                                 "detected face")
+    full_frame.add_argument("--crop_scale", type=float, default=DEFAULT_CROP_SCALE,
+                            help=f"crop side in face sizes (default {DEFAULT_CROP_SCALE}: head and shoulders, the "
+                                 "framing the model was trained on)")
+    full_frame.add_argument("--crop_border", default="pad", choices=BORDER_MODES,
+                            help="a crop past the image edge: pad (repeat the edge, face stays centred) or shift")
+    full_frame.add_argument("--feather", type=float, default=DEFAULT_FEATHER,
+                            help=f"soft edge of the pasted face, as a fraction of the crop side (default "
+                                 f"{DEFAULT_FEATHER})")
+    full_frame.add_argument("--color_match", default=DEFAULT_COLOR_MATCH, choices=COLOR_MATCH_MODES,
+                            help="match the generated face's colours to the photo: once per clip (default), per "
+                                 "frame, or off")
+    full_frame.add_argument("--max_side", type=int, default=0,
+                            help="scale the output down so its longer side is at most this many pixels (0: keep)")
 
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto: cuda when available)")

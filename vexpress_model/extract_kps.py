@@ -4,8 +4,11 @@ Accepts the flags of the original ``scripts/extract_kps_sequence_and_audio.py`` 
 ``--kps_sequence_save_path``, ``--audio_save_path``, ``--height``, ``--width``, ``--device``, ``--gpu_id``,
 ``--insightface_model_path``) and adds ``--kps_format`` and ``--select``. Differences from the original:
 
-* frames with no face (or several) do not abort the run: the largest face is used and frames without a
-  face are filled from their neighbours (a warning says how many);
+* frames with no face (or several) do not abort the run: among several faces ``--select`` picks one (default
+  ``nearest``: the face nearest the previous frame's; ``largest``; ``score``), and frames without a face are filled
+  from their neighbours (a warning says how many and which);
+* ``--face_detector mediapipe`` (or ``auto`` without the insightface model) uses MediaPipe, whose models come
+  inside the wheel;
 * the kps file records the video's fps and frame size unless it is written in the original ``.pth`` format
   (``--kps_format auto`` picks the original format for ``.pth`` names, ``.json`` for ``.json`` names and our
   ``.npz`` otherwise);
@@ -23,6 +26,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import InputError, VExpressError
+from .inputs.face_backends import FACE_DETECTORS
+from .inputs.face_detection import FACE_SELECTIONS
 
 logger = logging.getLogger("vexpress.extract_kps")
 
@@ -44,8 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=512, help="frames are resized to this width first")
     parser.add_argument("--kps_format", choices=("auto", "original", "npz", "json"), default="auto",
                         help="auto: original for .pth, json for .json, npz otherwise")
-    parser.add_argument("--select", choices=("largest", "score"), default="largest",
-                        help="which face to use when a frame shows several")
+    parser.add_argument("--select", choices=FACE_SELECTIONS, default="nearest",
+                        help="which face to follow when a frame shows several: nearest the previous frame's face "
+                             "(the largest in the first frame), the largest, or the most confident (score)")
+    parser.add_argument("--face_detector", choices=FACE_DETECTORS, default="auto",
+                        help="auto: insightface where its model is present, else MediaPipe when installed")
     return parser
 
 
@@ -89,7 +97,8 @@ def _progress_bar(total_hint: int | None) -> tuple[Callable[[int, int | None], N
 def run(args: argparse.Namespace) -> None:
     from .conditioning.kps_sequence import DEFAULT_TRACK_FPS
     from .inputs.audio import decode_audio
-    from .inputs.face_detection import FaceDetector, extract_kps_track, probe_video
+    from .inputs.face_backends import create_face_detector
+    from .inputs.face_detection import extract_kps_track, probe_video
     from .inputs.kps import save_kps, save_kps_original
     from .outputs.audio import check_audio_path, write_audio_file
 
@@ -108,7 +117,8 @@ def run(args: argparse.Namespace) -> None:
     audio = decode_audio(video) if audio_path is not None else None  # fails early if there is no audio track
     track = None
     if kps_path is not None:
-        detector = FaceDetector(args.insightface_model_path, device=args.device, gpu_id=args.gpu_id)
+        detector = create_face_detector(args.face_detector, args.insightface_model_path, device=args.device,
+                                        gpu_id=args.gpu_id)
         update, finish = _progress_bar(info.num_frames)
         try:
             track = extract_kps_track(video, detector, width=args.width, height=args.height,

@@ -20,9 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from .conditioning.face_crop import DEFAULT_CROP_SCALE
 from .conditioning.retarget import STRATEGIES_WITH_DRIVING_KPS
 from .errors import InputError, ModelFolderError
 from .models.paths import VEXPRESS_FILES
+from .outputs.paste_back import DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
 
 logger = logging.getLogger("vexpress.generate")
 
@@ -65,6 +67,17 @@ class GenerationRequest:
     download: bool = True
     dump_dir: Path | None = None
     show_progress: bool = True
+    face_detector: str = "auto"  # auto, insightface or mediapipe (inputs/face_backends.py)
+    # Full-frame mode: the face is cut out of the reference image, generated at width x height and pasted back
+    # into the full-resolution image (conditioning/face_crop.py, outputs/paste_back.py). reference_kps_path and
+    # face_box are then in the reference image's own pixels.
+    full_frame: bool = False
+    face_box: tuple[float, float, float, float] | None = None
+    crop_scale: float = DEFAULT_CROP_SCALE
+    crop_border: str = "pad"
+    feather: float = DEFAULT_FEATHER
+    color_match: str = DEFAULT_COLOR_MATCH
+    max_side: int | None = None
 
 
 def request_from_cli_args(args: Any) -> GenerationRequest:
@@ -115,7 +128,25 @@ def request_from_cli_args(args: Any) -> GenerationRequest:
         download=not args.no_download,
         dump_dir=Path(args.dump_dir) if args.dump_dir else None,
         show_progress=not args.quiet,
+        face_detector=args.face_detector,
+        full_frame=args.full_frame,
+        face_box=_parse_box(args.face_box) if args.face_box else None,
+        crop_scale=args.crop_scale,
+        crop_border=args.crop_border,
+        feather=args.feather,
+        color_match=args.color_match,
+        max_side=args.max_side or None,
     )
+
+
+def _parse_box(text: str) -> tuple[float, float, float, float]:
+    try:
+        values = tuple(float(part) for part in text.replace(" ", "").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4:
+        raise InputError(f"--face_box must be four numbers x1,y1,x2,y2 (reference image pixels), got {text!r}")
+    return values  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------------------------- checks
@@ -150,6 +181,18 @@ def check_request(request: GenerationRequest) -> None:
         raise InputError(f"num_inference_steps must be at least 1, got {request.num_inference_steps}")
     if request.test_stage not in ("stage_1", "stage_2", "stage_3"):
         raise InputError(f"test_stage must be stage_1, stage_2 or stage_3, got {request.test_stage!r}")
+    if request.face_box is not None and not request.full_frame:
+        raise InputError("--face_box chooses the face crop of --full_frame; add --full_frame or drop --face_box")
+    if request.full_frame and request.compat == "original":
+        raise InputError("--full_frame is an addition the original does not have; use it with --compat fixed")
+    if request.full_frame:
+        from .conditioning.face_crop import BORDER_MODES, check_crop_scale
+        from .outputs.paste_back import check_paste_settings
+
+        check_crop_scale(request.crop_scale)
+        check_paste_settings(request.feather, request.color_match, request.max_side)
+        if request.crop_border not in BORDER_MODES:
+            raise InputError(f"--crop_border must be one of {', '.join(BORDER_MODES)}, got {request.crop_border!r}")
     check_output_path(request.output)
 
 
@@ -174,8 +217,12 @@ def locate_models(request: GenerationRequest) -> Any:
             _require_file(path, f"{name} checkpoint", f"check --{name}_path")
         return dataclasses.replace(paths, **files) if files else paths
 
+    from .inputs.face_backends import resolve_backend
+
     paths = resolve()
-    needs_detector = request.reference_kps_path is None
+    needs_detector = request.reference_kps_path is None and (
+        resolve_backend(request.face_detector, paths.insightface_root) == "insightface"
+    )
     incomplete = paths.missing() or (needs_detector and paths.insightface_root is None)
     if incomplete and request.model_dir is not None:
         from . import download
@@ -189,7 +236,8 @@ def locate_models(request: GenerationRequest) -> Any:
         _, fix = paths.describe_missing("insightface_root")
         raise ModelFolderError(
             "the insightface face detector (buffalo_l/det_10g.onnx) was not found; "
-            f"{fix}, or give the reference keypoints with --reference_kps_path"
+            f"{fix}, or give the reference keypoints with --reference_kps_path, or install mediapipe and use "
+            "--face_detector mediapipe"
         )
     return paths
 
@@ -219,22 +267,48 @@ def choose_device_and_dtype(device: str, gpu_id: int, dtype: str) -> tuple[Any, 
 # -------------------------------------------------------------------------------------------- conditions
 
 
+def _face_detector(request: GenerationRequest, paths: Any, device: Any) -> Any:
+    from .inputs.face_backends import create_face_detector
+
+    return create_face_detector(request.face_detector, paths.insightface_root, device=device.type,
+                                gpu_id=device.index or 0)
+
+
 def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> np.ndarray:
     """The reference kps [3, 2] in pixels of the output frame: from --reference_kps_path or face detection."""
     from .inputs.kps import load_reference_kps
 
     if request.reference_kps_path is not None:
         return load_reference_kps(request.reference_kps_path)
-    from .inputs.face_detection import FaceDetector, detect_reference_kps, reference_face_selection
+    from .inputs.face_detection import detect_reference_kps, reference_face_selection
     from .inputs.image import load_detection_image
 
     image = load_detection_image(request.reference_image, request.width, request.height, request.compat)
-    detector = FaceDetector(paths.insightface_root, device=device.type, gpu_id=device.index or 0)
-    try:
+    with _face_detector(request, paths, device) as detector:  # closed at once: its session holds device memory
         select = reference_face_selection(request.compat)
         return detect_reference_kps(image, detector, select, name=f"reference image {request.reference_image}")
-    finally:
-        detector.close()  # the detector's ONNX session holds device memory the UNet can use
+
+
+def full_frame_reference(request: GenerationRequest, paths: Any, device: Any) -> tuple[np.ndarray, Any]:
+    """Full-frame mode: the whole reference image and its face crop (``CroppedReference``)."""
+    from .conditioning.face_crop import crop_reference
+    from .inputs.image import load_full_image
+    from .inputs.kps import load_reference_kps
+
+    full = load_full_image(request.reference_image)
+    kps = load_reference_kps(request.reference_kps_path) if request.reference_kps_path is not None else None
+    name = f"reference image {request.reference_image}"
+    if kps is not None:
+        cropped = crop_reference(full, request.width, request.height, kps=kps, crop_scale=request.crop_scale,
+                                 border=request.crop_border, name=name)
+    else:
+        with _face_detector(request, paths, device) as detector:
+            cropped = crop_reference(full, request.width, request.height, box=request.face_box, detector=detector,
+                                     crop_scale=request.crop_scale, border=request.crop_border, name=name)
+    crop = cropped.crop
+    logger.info("full frame %dx%d: face crop %d px square at (%d, %d), generated at %dx%d", full.shape[1],
+                full.shape[0], crop.size, crop.left, crop.top, request.width, request.height)
+    return full, cropped
 
 
 def kps_sequence(request: GenerationRequest, reference_kps: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
@@ -246,6 +320,11 @@ def kps_sequence(request: GenerationRequest, reference_kps: np.ndarray, num_fram
     driving = None
     if request.retarget_strategy != "fix_face" and request.kps_path is not None:
         driving = load_kps(request.kps_path)
+        if request.full_frame:  # the driving face, cut out by the same rule as the reference face
+            from .conditioning.face_crop import normalise_driving_track
+
+            driving, _ = normalise_driving_track(driving, request.width, request.height,
+                                                 crop_scale=request.crop_scale)
     track = kps_for_frames(
         reference_kps, driving, request.retarget_strategy, num_frames, fps, request.width, request.height,
         request.compat,
@@ -316,14 +395,21 @@ def run_generation(request: GenerationRequest) -> Path:
     device, dtype = choose_device_and_dtype(request.device, request.gpu_id, request.dtype)
     dump = _ArrayDump(request.dump_dir) if request.dump_dir is not None else None
 
-    reference_image = load_reference_image(request.reference_image, request.width, request.height, request.compat)
+    full_image = cropped = None
+    if request.full_frame:
+        full_image, cropped = full_frame_reference(request, paths, device)
+        reference_image, reference_kps = cropped.image, cropped.kps
+    else:
+        reference_image = load_reference_image(request.reference_image, request.width, request.height,
+                                               request.compat)
     audio = decode_audio(request.audio)
     waveform_16k = to_mono_16k(audio.waveform, audio.sample_rate)
     plan = plan_frames(
         waveform_16k.shape[0] / 16000.0, request.fps, request.context_frames, request.context_overlap, request.compat
     )
     logger.info("%d frames at %.3f fps in %d context windows", plan.num_frames, plan.fps, len(plan.windows))
-    reference_kps = reference_keypoints(request, paths, device)
+    if not request.full_frame:
+        reference_kps = reference_keypoints(request, paths, device)
     sequence = kps_sequence(request, reference_kps, plan.num_frames, plan.fps)
     kps_images = kps_image_source(sequence, request.width, request.height)
     if dump is not None:
@@ -357,6 +443,12 @@ def run_generation(request: GenerationRequest) -> Path:
     median_filter = request.compat == "original" if request.median_filter is None else request.median_filter
     try:
         frames = pipeline.generate(reference_image, kps_images, waveform_16k, plan, settings, hooks)
+        if cropped is not None:
+            from .outputs.paste_back import PasteBack, paste_back_chunks
+
+            paster = PasteBack(full_image, cropped.crop, feather=request.feather, color_match=request.color_match,
+                               max_side=request.max_side)
+            frames = paste_back_chunks(frames, paster)
         # The original muxes the audio file as it is (not the 16 kHz copy) and cuts it to the video.
         with VideoWriter(
             request.output, plan.fps, audio=(audio.waveform, audio.sample_rate), crf=request.crf,

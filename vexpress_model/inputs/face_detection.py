@@ -11,9 +11,16 @@ Where the model goes (``root`` is ``--insightface_model_path``, default ``./mode
 
 (``<root>/buffalo_l/det_10g.onnx``, ``<root>/det_10g.onnx`` or the file itself are accepted too.)
 
-Per image the detector returns every face; the **largest** box is used by default (``select="score"``:
-the most confident one, which is what the original's ``faces[0]`` is). Keypoints are the first three of
+Per image the detector returns every face. Which one is used (:func:`choose_face`, the same rule for the command
+line, ExtractKps and the reference image): ``"largest"`` (the largest box; the default for a single image),
+``"score"`` (the most confident one, which is what the original's ``faces[0]`` is) or ``"nearest"`` (in a video:
+the face nearest the face chosen in the previous frame, the largest in the first frame -- a second face walking
+into the picture does not steal the track; the default for driving videos). Keypoints are the first three of
 insightface's five: eye on the image left, eye on the image right, nose tip, in pixels.
+
+In a video, frames without a face are filled from their neighbours (linear in between, held at the ends) and a
+warning names how many and which frames; only a video without any face is an error. A second backend,
+MediaPipe, lives in ``face_mediapipe.py``; ``face_backends.py`` picks one.
 
 Images are RGB uint8 ``[H, W, 3]`` here (insightface itself wants BGR; the conversion is internal). The
 detector input is the image's own size rounded up to a multiple of 32 (SCRFD's largest stride) unless
@@ -44,7 +51,8 @@ DOWNLOAD_HINT = (
     "{path} exists (only det_10g.onnx is needed)"
 )
 
-Selection = Literal["largest", "score"]
+Selection = Literal["largest", "score", "nearest"]
+FACE_SELECTIONS: tuple[str, ...] = ("largest", "score", "nearest")
 ProgressCallback = Callable[[int, int | None], None]
 
 
@@ -99,6 +107,8 @@ def _round_up(value: int, multiple: int = 32) -> int:
 class FaceDetector:
     """insightface's SCRFD detector (``buffalo_l/det_10g.onnx``) on ONNX Runtime, CUDA when available."""
 
+    name = "insightface"
+
     def __init__(
         self,
         root: str | Path = DEFAULT_INSIGHTFACE_ROOT,
@@ -112,7 +122,10 @@ class FaceDetector:
         try:
             from insightface.model_zoo import get_model
         except ImportError as exc:
-            raise VExpressError(f"insightface cannot be imported ({exc}); install it: pip install insightface") from None
+            raise VExpressError(
+                f"insightface cannot be imported ({exc}); install it (pip install insightface), or use MediaPipe "
+                "(--face_detector mediapipe)"
+            ) from None
         hint = DOWNLOAD_HINT.format(path=model_path)
         try:
             model = get_model(str(model_path), providers=_providers(device, gpu_id))
@@ -129,7 +142,7 @@ class FaceDetector:
 
     def detect_faces(self, image: np.ndarray) -> list[DetectedFace]:
         """Every face in an RGB uint8 image [H, W, 3], most confident first."""
-        frame = _check_image(image)
+        frame = check_image(image)
         size = self._det_size or (_round_up(frame.shape[1]), _round_up(frame.shape[0]))
         if size != self._prepared_size:
             self._model.prepare(0, input_size=size, det_thresh=self._det_thresh)
@@ -145,16 +158,7 @@ class FaceDetector:
 
     def detect_kps(self, image: np.ndarray, select: Selection = "largest") -> np.ndarray | None:
         """The chosen face's kps [3, 2] (float32) in an RGB uint8 image, or None if there is no face."""
-        faces = self.detect_faces(image)
-        if not faces:
-            return None
-        if select == "largest":
-            face = max(faces, key=lambda f: (f.area, f.score))
-        elif select == "score":
-            face = faces[0]
-        else:
-            raise ValueError(f"select must be 'largest' or 'score', got {select!r}")
-        return face.kps[:3].copy()
+        return detect_kps(self, image, select)
 
     def close(self) -> None:
         """Release the ONNX Runtime session."""
@@ -167,11 +171,39 @@ class FaceDetector:
         self.close()
 
 
-def _check_image(image: np.ndarray) -> np.ndarray:
+def check_image(image: np.ndarray) -> np.ndarray:
+    """The image as an RGB uint8 array [H, W, 3]; ValueError otherwise."""
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8 or 0 in array.shape:
         raise ValueError(f"images for face detection must be RGB uint8 [H, W, 3], got {array.dtype} {array.shape}")
     return array
+
+
+def choose_face(
+    faces: list[DetectedFace], select: Selection = "largest", previous: np.ndarray | None = None
+) -> DetectedFace | None:
+    """The face to use among ``faces`` by the rule ``select`` (see the module docstring); None if there is none.
+
+    ``previous`` is the kps [3, 2] chosen in the previous frame (for ``"nearest"``; without it, the largest).
+    """
+    if select not in FACE_SELECTIONS:
+        raise ValueError(f"select must be one of {', '.join(FACE_SELECTIONS)}, got {select!r}")
+    if not faces:
+        return None
+    if select == "score":
+        return max(faces, key=lambda f: f.score)
+    if select == "nearest" and previous is not None:
+        centre = np.asarray(previous, np.float64).mean(axis=0)
+        return min(faces, key=lambda f: float(np.hypot(*(f.kps[:3].mean(axis=0) - centre))))
+    return max(faces, key=lambda f: (f.area, f.score))
+
+
+def detect_kps(
+    detector: Any, image: np.ndarray, select: Selection = "largest", previous: np.ndarray | None = None
+) -> np.ndarray | None:
+    """The chosen face's kps [3, 2] (float32) from any detector with ``detect_faces``; None if there is no face."""
+    face = choose_face(detector.detect_faces(image), select, previous)
+    return None if face is None else np.asarray(face.kps[:3], np.float32).copy()
 
 
 def reference_face_selection(compat: str) -> Selection:
@@ -181,10 +213,10 @@ def reference_face_selection(compat: str) -> Selection:
 
 
 def detect_reference_kps(
-    image: np.ndarray, detector: FaceDetector, select: Selection = "largest", *, name: str = "reference image"
+    image: np.ndarray, detector: Any, select: Selection = "largest", *, name: str = "reference image"
 ) -> np.ndarray:
-    """The reference kps [3, 2] of a portrait (RGB uint8 at the output size); FaceNotFoundError if none."""
-    kps = detector.detect_kps(image, select)
+    """The reference kps [3, 2] of a portrait (RGB uint8, any size); FaceNotFoundError if none."""
+    kps = detect_kps(detector, image, select)
     if kps is None:
         raise FaceNotFoundError(
             f"no face was found in the {name}; use a portrait with a clearly visible, roughly frontal face "
@@ -263,20 +295,21 @@ def fill_missing(points: list[np.ndarray | None]) -> tuple[np.ndarray, int]:
 
 def extract_kps_track(
     source: str | Path | np.ndarray | Iterable[np.ndarray],
-    detector: FaceDetector,
+    detector: Any,
     *,
     width: int | None = None,
     height: int | None = None,
     fps: float | None = None,
-    select: Selection = "largest",
+    select: Selection = "nearest",
     progress: ProgressCallback | None = None,
 ) -> KpsTrack:
     """A kps track from a video file or RGB uint8 frames ([T, H, W, 3] or an iterable of [H, W, 3]).
 
     With ``width`` and ``height`` every frame is first resized to that size (``cv2.resize``, bilinear, the
     aspect ratio not kept -- like the original script) and the kps are in those pixels; otherwise in the
-    source frame's pixels. The track keeps the source fps (from the file; ``fps`` for frames). Frames
-    without a face are filled from their neighbours and counted in a warning.
+    source frame's pixels. The track keeps the source fps (from the file; ``fps`` for frames). ``detector``
+    is any backend with ``detect_faces`` (insightface or MediaPipe); ``select`` picks among several faces
+    (:func:`choose_face`). Frames without a face are filled from their neighbours and named in a warning.
     """
     if (width is None) != (height is None):
         raise ValueError("give both width and height, or neither")
@@ -293,10 +326,13 @@ def extract_kps_track(
         name = "the frames"
     points: list[np.ndarray | None] = []
     size = None
+    previous = None
     for frame in frames:
-        frame = _resize(_check_image(frame), width, height)
+        frame = _resize(check_image(frame), width, height)
         size = (frame.shape[1], frame.shape[0])
-        points.append(detector.detect_kps(frame, select))
+        kps = detect_kps(detector, frame, select, previous)
+        previous = kps if kps is not None else previous
+        points.append(kps)
         if progress is not None:
             progress(len(points), total)
     if not points:
@@ -308,9 +344,23 @@ def extract_kps_track(
             f"no face was found in any of the {len(points)} frames of {name}; use a video showing one face clearly"
         ) from None
     if missing:
-        logger.warning("%d of %d frames of %s had no face; their kps were filled from neighbouring frames",
-                       missing, len(points), name)
+        where = describe_frames([index for index, value in enumerate(points) if value is None])
+        logger.warning("%d of %d frames of %s had no face (%s); their kps were filled from neighbouring frames",
+                       missing, len(points), name, where)
     return KpsTrack(filled, fps=fps, width=size[0], height=size[1])
+
+
+def describe_frames(indices: list[int], limit: int = 8) -> str:
+    """Frame numbers as short ranges, e.g. ``"frames 0-2, 17, 40-41"`` (at most ``limit`` ranges, then "...")."""
+    ranges: list[list[int]] = []
+    for index in indices:
+        if ranges and index == ranges[-1][1] + 1:
+            ranges[-1][1] = index
+        else:
+            ranges.append([index, index])
+    parts = [f"{a}" if a == b else f"{a}-{b}" for a, b in ranges[:limit]]
+    more = ", ..." if len(ranges) > limit else ""
+    return ("frame " if len(indices) == 1 else "frames ") + ", ".join(parts) + more
 
 
 def _resize(frame: np.ndarray, width: int | None, height: int | None) -> np.ndarray:

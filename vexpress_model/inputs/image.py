@@ -124,3 +124,9 @@ def load_detection_image(
         raise InputError(f"{name} {path} is not an image file OpenCV can read; use a JPEG or PNG")
     bgr = cv2.resize(bgr, (int(width), int(height)))
     return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def load_full_image(source: ImageSource, *, name: str = "reference image") -> np.ndarray:
+    """The whole image at its own size, upright from its EXIF orientation: RGB uint8 [H, W, 3] (full-frame mode)."""
+    image = _open_pil(source, name, upright=True).convert("RGB")
+    return np.asarray(image, dtype=np.uint8).copy()

@@ -1,0 +1,139 @@
+"""Full-frame portraits: ``VExpressFaceCrop`` (any photo -> the face crop the model works on, plus where it lies)
+and ``VExpressPasteBack`` (generated face frames -> the whole photo, animated). Both are thin wrappers over
+``conditioning/face_crop.py`` and ``outputs/paste_back.py``, the same calls the ``--full_frame`` command line makes.
+"""
+
+from __future__ import annotations
+
+from . import _types
+from ._comfy import io
+from .kps import FACE_CHOICES, FACE_DETECTOR_TOOLTIP, make_face_detector
+
+CATEGORY = "V-Express/full frame"
+PASTE_CHUNK_FRAMES = 16
+
+
+class VExpressFaceCrop(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        from ..vexpress_model.conditioning.face_crop import BORDER_MODES, DEFAULT_CROP_SCALE
+
+        return io.Schema(
+            node_id="VExpressFaceCrop",
+            display_name="FaceCrop",
+            category=CATEGORY,
+            description=(
+                "Cuts the face out of a photo of any size and shape as the square, face-centred crop V-Express was "
+                "trained on (head and shoulders), resized to the generation size. Feed the crop to RetargetKps and "
+                "the Sampler, and the crop description to PasteBack to put the animated face back into the photo."
+            ),
+            inputs=[
+                io.Image.Input("image", tooltip="The photo (the first image of a batch is used); any size."),
+                io.Int.Input(
+                    "width", default=512, min=64, max=2048, step=8,
+                    tooltip="Width of the crop as generated; use the sampler's (the model is trained at 512).",
+                ),
+                io.Int.Input("height", default=512, min=64, max=2048, step=8,
+                             tooltip="Height of the crop as generated; use the sampler's."),
+                io.Float.Input(
+                    "crop_scale", default=DEFAULT_CROP_SCALE, min=1.0, max=8.0, step=0.05,
+                    tooltip=(
+                        f"Crop side in face sizes. {DEFAULT_CROP_SCALE} (default) frames head, hair and shoulders "
+                        "like the training pictures; smaller zooms in on the face."
+                    ),
+                ),
+                io.Combo.Input(
+                    "border", options=list(BORDER_MODES), default="pad",
+                    tooltip=(
+                        "A crop reaching past the photo's edge: pad (repeat the edge pixels; the face stays centred) "
+                        "or shift (move the square back inside the photo)."
+                    ),
+                ),
+                io.Combo.Input(
+                    "face", options=["largest", "most_confident"], default="largest",
+                    tooltip="Which face to crop when the photo shows several.",
+                ),
+                io.Combo.Input("face_detector", options=["auto", "insightface", "mediapipe"], default="auto",
+                               tooltip=FACE_DETECTOR_TOOLTIP),
+            ],
+            outputs=[
+                io.Image.Output("face_image", display_name="face_image",
+                                tooltip="The face crop at width x height, for RetargetKps and the Sampler."),
+                _types.CropType.Output(
+                    "crop", display_name="crop",
+                    tooltip="Where the crop lies in the photo, for PasteBack (with the same photo).",
+                ),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, image, width: int, height: int, crop_scale: float, border: str, face: str,
+                face_detector: str) -> io.NodeOutput:
+        from ..vexpress_model.conditioning.face_crop import crop_reference
+
+        photo = _types.image_to_uint8(image)[0]
+        with make_face_detector(face_detector) as detector:
+            cropped = crop_reference(photo, width, height, detector=detector, crop_scale=float(crop_scale),
+                                     border=border, select=FACE_CHOICES[face], name="image")
+        return io.NodeOutput(_types.uint8_to_image(cropped.image), cropped.crop)
+
+
+class VExpressPasteBack(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        from ..vexpress_model.outputs.paste_back import COLOR_MATCH_MODES, DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
+
+        return io.Schema(
+            node_id="VExpressPasteBack",
+            display_name="PasteBack",
+            category=CATEGORY,
+            description=(
+                "Puts generated face frames back into the full photo they were cropped from (FaceCrop): each frame "
+                "is resized to the crop, colour-matched if asked, and blended in with a soft edge. Everything "
+                "outside the crop stays the untouched photo. Works through the clip in chunks."
+            ),
+            inputs=[
+                io.Image.Input("images", tooltip="The generated frames (the Sampler's images)."),
+                io.Image.Input("original_image", tooltip="The photo FaceCrop cut the face from (the same image)."),
+                _types.CropType.Input("crop", tooltip="FaceCrop's crop output."),
+                io.Float.Input(
+                    "feather", default=DEFAULT_FEATHER, min=0.0, max=0.5, step=0.01,
+                    tooltip="Width of the soft edge as a fraction of the crop side; 0 is a hard edge.",
+                ),
+                io.Combo.Input(
+                    "color_match", options=list(COLOR_MATCH_MODES), default=DEFAULT_COLOR_MATCH,
+                    tooltip=(
+                        "Match the generated face's colours to the photo: clip (one correction for the whole clip, no "
+                        "flicker), frame (each frame on its own), or off."
+                    ),
+                ),
+                io.Int.Input(
+                    "max_side", default=0, min=0, max=8192,
+                    tooltip=(
+                        "Scale the result down so its longer side is at most this many pixels (0: the photo's size)."
+                    ),
+                ),
+            ],
+            outputs=[
+                io.Image.Output("full_frames", display_name="full_frames",
+                                tooltip="The full frames (even width and height), for SaveVideo."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, images, original_image, crop, feather: float, color_match: str, max_side: int) -> io.NodeOutput:
+        import torch
+
+        from ..vexpress_model.outputs.paste_back import PasteBack
+
+        photo = _types.image_to_uint8(original_image)[0]
+        paster = PasteBack(photo, crop, feather=float(feather), color_match=color_match, max_side=max_side or None)
+        width, height = paster.size
+        out = torch.empty((images.shape[0], height, width, 3), dtype=torch.float32)
+        for start in range(0, images.shape[0], PASTE_CHUNK_FRAMES):
+            chunk = _types.image_to_uint8(images[start : start + PASTE_CHUNK_FRAMES])
+            out[start : start + len(chunk)] = _types.uint8_to_image(paster.paste(chunk))
+        return io.NodeOutput(out)
+
+
+NODES = [VExpressFaceCrop, VExpressPasteBack]

@@ -1,0 +1,68 @@
+"""The full-frame example workflow (LoadImage -> FaceCrop -> ... -> PasteBack -> SaveVideo) in a real ComfyUI server:
+the video has the landscape photo's size, outside the face crop it is the photo (within H.264 rounding), inside it
+is the generated face. Same server set-up as tests/test_comfyui_integration.py (its fixtures; needs COMFYUI_PATH
+and COMFYUI_PYTHON, else skipped with a how-to)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_comfyui_integration import FPS, PACK_FOLDER, REPO, _expected_frames, _small, server  # noqa: F401
+
+pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
+
+# The stand-in detector puts a large face in the middle of any picture; a tight crop leaves a border around it.
+CROP_SCALE = 1.2
+WORKFLOW = REPO / "example_workflows" / "api" / "V-Express 6 - Whole photo, face off-centre (FaceCrop, PasteBack).json"
+PHOTO = REPO / "example_workflows" / "input" / "vexpress_landscape.jpg"
+
+
+def _decode(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(container.streams.video[0])])
+
+
+def _crop_the_server_makes(photo: np.ndarray, tmp_path: Path):
+    """The crop FaceCrop plans in the server, whose models/insightface holds the stand-in detector."""
+    from tests.fake_detector import write_fake_buffalo_l
+    from vexpress_model.conditioning.face_crop import crop_reference
+    from vexpress_model.inputs.face_detection import FaceDetector
+
+    write_fake_buffalo_l(tmp_path / "insightface")
+    with FaceDetector(tmp_path / "insightface", device="cpu") as detector:
+        return crop_reference(photo, 64, 64, detector=detector, crop_scale=CROP_SCALE).crop
+
+
+def test_full_frame_workflow_pastes_the_face_into_the_photo(server, tmp_path: Path) -> None:  # noqa: F811
+    from PIL import Image
+
+    from vexpress_model.outputs.video import write_video
+
+    graph = _small(json.loads(WORKFLOW.read_text()), VExpressFaceCrop={"crop_scale": CROP_SCALE})
+    kinds = {node["class_type"] for node in graph.values()}
+    assert {"VExpressFaceCrop", "VExpressPasteBack", "VExpressSaveVideo"} <= kinds
+    crf = next(n["inputs"]["crf"] for n in graph.values() if n["class_type"] == "VExpressSaveVideo")
+    _, files = server.run(graph)
+    videos = [f for f in files if f.suffix == ".mp4"]
+    assert len(videos) == 1, files
+    video = _decode(videos[0])
+    photo = np.asarray(Image.open(PHOTO).convert("RGB"))
+    assert video.shape == (_expected_frames("vexpress_speech.wav", FPS), *photo.shape)
+
+    crop = _crop_the_server_makes(photo, tmp_path)
+    outside = np.ones(photo.shape[:2], bool)
+    outside[max(crop.top, 0) : crop.bottom, max(crop.left, 0) : crop.right] = False
+    assert outside.mean() > 0.4
+    write_video(tmp_path / "photo.mp4", [np.repeat(photo[None], 2, axis=0)], fps=FPS, crf=crf)
+    rounding = np.abs(_decode(tmp_path / "photo.mp4").astype(np.int16) - photo)[:, outside]
+    error = np.abs(video.astype(np.int16) - photo)[:, outside]
+    assert error.mean() <= rounding.mean() + 0.3, (error.mean(), rounding.mean())
+    inner = (slice(None), slice(crop.top + crop.size // 3, crop.bottom - crop.size // 3),
+             slice(crop.left + crop.size // 3, crop.right - crop.size // 3))
+    assert np.abs(video[inner].astype(np.int16) - photo[inner[1:]]).mean() > 10  # the generated face, not the photo

@@ -1,0 +1,65 @@
+"""Which face detector runs: insightface (the original's, non-commercial weights) or MediaPipe (licence-clean,
+weights inside the wheel).
+
+``backend="auto"`` (default) takes insightface where it can run -- the package imports **and** ``det_10g.onnx``
+is present under the insightface root -- for fidelity with the original; otherwise MediaPipe when it is
+installed; otherwise it reports how to get either. ``"insightface"`` / ``"mediapipe"`` force one. Neither package
+is needed to import the library or to run anything that does not detect faces.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelFolderError, VExpressError
+from .face_detection import FaceDetector, find_detector_model
+from .face_mediapipe import INSTALL_HINT, MediaPipeFaceDetector, mediapipe_available
+
+logger = logging.getLogger("vexpress.inputs")
+
+FACE_DETECTORS: tuple[str, ...] = ("auto", "insightface", "mediapipe")
+
+
+def insightface_ready(root: str | Path | None) -> bool:
+    """Whether insightface imports and its detector model is under ``root``."""
+    if root is None:
+        return False
+    try:
+        find_detector_model(root)
+    except ModelFolderError:
+        return False
+    try:
+        import insightface  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str, insightface_root: str | Path | None) -> str:
+    """``"insightface"`` or ``"mediapipe"`` for a requested backend (see the module docstring)."""
+    if backend not in FACE_DETECTORS:
+        raise VExpressError(f"face detector must be one of {', '.join(FACE_DETECTORS)}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    if insightface_ready(insightface_root):
+        return "insightface"
+    if mediapipe_available():
+        return "mediapipe"
+    return "insightface"  # its error message says where the model goes and how to get it
+
+
+def create_face_detector(
+    backend: str = "auto", insightface_root: str | Path | None = None, *, device: str = "auto", gpu_id: int = 0
+) -> Any:
+    """A face detector (``detect_faces(image) -> [DetectedFace]``, ``close()``, a context manager)."""
+    chosen = resolve_backend(backend, insightface_root)
+    if chosen == "mediapipe":
+        return MediaPipeFaceDetector()
+    if insightface_root is None:
+        raise ModelFolderError(
+            "no insightface model folder was given and mediapipe is not installed; give the insightface root "
+            f"(holding models/buffalo_l/det_10g.onnx) or {INSTALL_HINT}"
+        )
+    return FaceDetector(insightface_root, device=device, gpu_id=gpu_id)
