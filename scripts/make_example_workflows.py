@@ -1,8 +1,9 @@
 """Regenerate ``example_workflows/`` (UI format + thumbnails) and ``example_workflows/api/`` (API format).
 
 The five scenarios of the V-Express user manual and a full-frame portrait, each as one graph description below, are
-written in both formats from the node definitions of a running ComfyUI with this pack installed (``/object_info`` gives every node's input
-order, widget types and outputs, so the UI files match what the frontend itself would save)::
+written in both formats from the node definitions of a running ComfyUI with this pack installed (``/object_info``
+gives every node's input order, widget types and outputs, so the UI files match what the frontend itself would
+save). The file name is the title the Templates browser shows::
 
     PYTHONPATH=. python scripts/make_example_workflows.py --url http://127.0.0.1:8188
 
@@ -160,13 +161,13 @@ def _full_frame(nodes: list[Node]) -> list[Node]:
     by_id[6].links["reference_image"] = (5, 0)
     by_id[7].links["reference_image"] = (5, 0)
     by_id[8].links["images"] = (9, 0)
-    by_id[8].pos = (COLUMNS[4], 300)  # under PasteBack
     return [
         *nodes,
         Node(5, "VExpressFaceCrop", (COLUMNS[1], 240),
              {"width": 512, "height": 512, "crop_scale": 3.4, "border": "pad", "face": "largest",
               "face_detector": "auto"}, {"image": (4, 0)}),
-        Node(9, "VExpressPasteBack", (COLUMNS[4], 0), {"feather": 0.1, "color_match": "clip", "max_side": 0},
+        # Under RetargetKps: SaveVideo keeps the top of the last column, clear of the frontend's minimap.
+        Node(9, "VExpressPasteBack", (COLUMNS[2], 380), {"feather": 0.1, "color_match": "clip", "max_side": 0},
              {"images": (7, 0), "original_image": (4, 0), "crop": (5, 1)}),
     ]
 

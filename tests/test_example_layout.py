@@ -21,6 +21,7 @@ WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
 TITLE_BAR = 30  # the frontend draws the title bar above a node's pos
 WINDOW = (1600, 1000)
 TOP_BAR = 50  # the frontend's menu bar lies over the top of the canvas
+MINIMAP = (1300, 730, 1560, 940)  # where the frontend (1.27) floats its minimap in a 1600 x 1000 window
 ROW = 20  # the least height a widget or socket row takes
 # The least room below the widgets for what these nodes show inside themselves.
 PREVIEW_ROOM = {"VExpressSampler": 300, "VExpressSaveVideo": 300, "LoadImage": 250, "LoadVideo": 250,
@@ -69,6 +70,10 @@ def test_the_whole_graph_fits_a_1600x1000_window_at_the_saved_view(workflow):
     assert (left + dx) * scale >= 0 and (top + dy) * scale >= TOP_BAR
     assert (right + dx) * scale <= WINDOW[0], f"right edge at {(right + dx) * scale:.0f} px"
     assert (bottom + dy) * scale <= WINDOW[1], f"bottom edge at {(bottom + dy) * scale:.0f} px"
+    for label, *box in boxes:
+        x0, y0, x1, y1 = ((box[0] + dx) * scale, (box[1] + dy) * scale, (box[2] + dx) * scale, (box[3] + dy) * scale)
+        clear = x1 <= MINIMAP[0] or MINIMAP[2] <= x0 or y1 <= MINIMAP[1] or MINIMAP[3] <= y0
+        assert clear, f"{label} lies under the minimap"
 
 
 def test_template_titles_and_notes():
