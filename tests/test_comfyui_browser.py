@@ -250,17 +250,17 @@ def test_queue_from_the_page_plays_the_mp4_in_savevideo(frontend, server):
     ui.shot("small_settings")
     started = time.monotonic()
     _queue_from_page(ui)
-    video = ui.page.locator("video[src*='.mp4']").first
+    video = ui.page.locator("video[src*='type=output']").first
     video.wait_for(state="attached", timeout=300_000)
     ui.page.wait_for_function(
-        "() => { const v = document.querySelector(\"video[src*='.mp4']\"); return v && v.readyState >= 1; }",
+        "() => { const v = document.querySelector(\"video[src*='type=output']\"); return v && v.readyState >= 1; }",
         timeout=60_000,
     )
     ui.page.wait_for_timeout(1000)
     shot = ui.shot("video_in_savevideo")
     src = video.get_attribute("src")
     assert "type=output" in src and "vexpress" in src, src
-    duration = ui.js("() => document.querySelector(\"video[src*='.mp4']\").duration")
+    duration = ui.js("() => document.querySelector(\"video[src*='type=output']\").duration")
     assert duration > 1.0, f"the video lasts {duration} s, see {shot}"
     print(f"queued from the page: MP4 playing after {time.monotonic() - started:.1f} s")
     assert ui.pack_errors() == []
