@@ -9,8 +9,8 @@ Each (implementation, audio length) runs in its own process, so that peak RSS is
 implementations get the same weights, inputs, seed and context windows (24/4, fixed-mode frame count
 ``round(30 x seconds)``), so their final latents must agree to float rounding -- the benchmark is void otherwise.
 
-"original" is ``vexpress_model.pipeline.reference_loop`` driven the way the original pipeline drives its loop
-(SPEC §4.9-§4.16): kps images turned into float32 tensors and concatenated, guider features of both CFG halves on
+"original" is ``vexpress_model.testing.reference_loop`` driven the way the original pipeline drives its loop
+(docs/spec.md §4.9-§4.16): kps images turned into float32 tensors and concatenated, guider features of both CFG halves on
 the host, one UNet call per window with the UNet's plain paths, latents on the host, one-frame VAE decodes, the
 whole float video kept, then converted to uint8. "ours" is ``VExpressPipeline`` with its defaults: kps drawn and
 encoded chunk by chunk and only the conditional features kept, fast paths, all windows of a step batched, latents
@@ -58,9 +58,10 @@ def worker(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
-    from vexpress_model.pipeline.reference_loop import original_style_decode, original_style_sample
-    from vexpress_model.pipeline.sampler import Hooks, SamplingSettings, VExpressPipeline
+    from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
+    from vexpress_model.pipeline.sampler import VExpressPipeline
     from vexpress_model.pipeline.timing import plan_frames
+    from vexpress_model.testing.reference_loop import original_style_decode, original_style_sample
 
     torch.set_num_threads(args.threads)
     size = SIZES[args.size]
@@ -154,9 +155,10 @@ def paired_worker(args: argparse.Namespace) -> dict:
     CPU-time ratio without the between-process noise of a shared machine (no RSS here)."""
     import torch
 
-    from vexpress_model.pipeline.reference_loop import original_style_sample
-    from vexpress_model.pipeline.sampler import Hooks, SamplingSettings, VExpressPipeline
+    from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
+    from vexpress_model.pipeline.sampler import VExpressPipeline
     from vexpress_model.pipeline.timing import plan_frames
+    from vexpress_model.testing.reference_loop import original_style_sample
 
     torch.set_num_threads(args.threads)
     size = SIZES[args.size]

@@ -12,7 +12,7 @@ frame, per-step time, UNet calls, peak VRAM and the time of each stage. Designed
 on one H100 for the default 4 s (model building included).
 
 With ``--original-steps N`` it afterwards runs N steps of the original-style loop (one UNet call per window, plain
-paths, latents and kps features on the host; ``pipeline.reference_loop``) on the same inputs and prints the
+paths, latents and kps features on the host; ``testing.reference_loop``) on the same inputs and prints the
 per-step ratio -- the GPU counterpart of the CPU proxy's side-by-side.
 """
 
@@ -50,9 +50,10 @@ def main() -> None:
 
     import torch
 
-    from vexpress_model.pipeline.reference_loop import original_style_sample
-    from vexpress_model.pipeline.sampler import Hooks, SamplingSettings, VExpressPipeline
+    from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
+    from vexpress_model.pipeline.sampler import VExpressPipeline
     from vexpress_model.pipeline.timing import plan_frames
+    from vexpress_model.testing.reference_loop import original_style_sample
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"

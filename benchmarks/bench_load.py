@@ -72,7 +72,7 @@ def main() -> int:
         child(*args.child)
         return 0
 
-    from vexpress_model.models.random_model import write_random_model_folder
+    from vexpress_model.testing.random_model import write_random_model_folder
 
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="vexpress_bench_"))
     model_dir = base / "model_ckpts"

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..vexpress_model.errors import InputError
 from . import _comfy
 
 PIPE = "VEXPRESS_PIPE"
@@ -81,7 +82,7 @@ def image_to_uint8(image: Any) -> np.ndarray:
     if tensor.ndim == 3:
         tensor = tensor.unsqueeze(0)
     if tensor.ndim != 4 or tensor.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"IMAGE must be [B, H, W, C], got {tuple(tensor.shape)}")
+        raise InputError(f"IMAGE must be [B, H, W, C], got {tuple(tensor.shape)}")
     tensor = tensor[..., :3] if tensor.shape[-1] >= 3 else tensor.expand(*tensor.shape[:-1], 3)
     return (tensor.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
 

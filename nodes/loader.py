@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
+from ..vexpress_model.options import DTYPES
 from . import _comfy, _types, folders
 from ._comfy import io
 
 CATEGORY = "V-Express/loaders"
 DEFAULT_MODEL_NAME = "V-Express"
-DTYPES = ("auto", "fp16", "bf16", "fp32")
 OFFLOAD_MODES = ("auto", "offload")
 ROLES = ("vae", "audio_encoder", "reference_net", "denoising_unet", "kps_guider", "audio_projection")
 
@@ -119,7 +119,8 @@ class LoadVExpressModels(io.ComfyNode):
     def execute(cls, model: str, dtype: str, offload: str, download_missing: bool) -> io.NodeOutput:
         from ..vexpress_model.download import ensure_files, plan_for_missing
         from ..vexpress_model.models.loading import load_vexpress_models, resolve_dtype
-        from .placement import make_patchers, stage_progress
+        from .memory_management import make_patchers
+        from .progress import stage_progress
 
         model_dir = _model_dir(model)
         paths = _resolve(model_dir)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import _types
+from . import _types, _widgets
 from ._comfy import io
 
 CATEGORY = "V-Express/sampling"
@@ -31,13 +31,15 @@ class VExpressSampler(io.ComfyNode):
                     "kps", tooltip="The kps track from RetargetKps; resampled to the video's frames if its length differs."
                 ),
                 _types.AudioEmbedsType.Input("audio_embeds", tooltip="The speech features from AudioEmbed."),
-                io.Int.Input(
-                    "width", default=512, min=64, max=2048, step=8,
-                    tooltip="Video width in pixels (multiple of 8). The model is trained at 512x512; other sizes degrade.",
+                _widgets.width(
+                    tooltip=(
+                        "Video width in pixels (multiple of 8). The model is trained at 512x512; other sizes degrade."
+                    ),
                 ),
-                io.Int.Input(
-                    "height", default=512, min=64, max=2048, step=8,
-                    tooltip="Video height in pixels (multiple of 8). The model is trained at 512x512; other sizes degrade.",
+                _widgets.height(
+                    tooltip=(
+                        "Video height in pixels (multiple of 8). The model is trained at 512x512; other sizes degrade."
+                    ),
                 ),
                 io.Int.Input(
                     "steps", default=25, min=1, max=200,
@@ -69,30 +71,26 @@ class VExpressSampler(io.ComfyNode):
                         "The authors suggest 1.0-3.0."
                     ),
                 ),
-                io.Int.Input(
-                    "context_frames", default=24, min=1, max=32,
+                _widgets.context_frames(
                     tooltip=(
                         "Frames the model sees at once (at most 32, the motion modules' limit). Longer videos are "
                         "made in overlapping windows of this size. 24 is the original default."
                     ),
                 ),
-                io.Int.Input(
-                    "context_overlap", default=4, min=0, max=31,
+                _widgets.context_overlap(
                     tooltip=(
                         "Frames shared by neighbouring windows; their predictions are averaged so the windows join "
                         "smoothly. Must be smaller than context_frames. 4 is the original default."
                     ),
                 ),
-                io.Combo.Input(
-                    "compat", options=["fixed", "original"], default="fixed",
+                _widgets.compat(
                     tooltip=(
                         "fixed: corrected numerics (float32 window averaging, kps resampled by time, frames rounded "
                         "to 8 bit). original: the original implementation's numerics (averaging in the model dtype, "
                         "kps resampled by index, frames truncated), for parity with its results."
                     ),
                 ),
-                io.Combo.Input(
-                    "median_filter", options=["auto", "on", "off"], default="auto",
+                _widgets.median_filter(
                     tooltip=(
                         "The original's 3x3x3 median filter over time and space after decoding: less flicker but "
                         "softer detail. auto: on with compat 'original' (the original always filters), else off."
@@ -126,9 +124,11 @@ class VExpressSampler(io.ComfyNode):
         from ..vexpress_model.conditioning.kps_sequence import kps_for_frames
         from ..vexpress_model.inputs.image import load_reference_image
         from ..vexpress_model.outputs.video import median_filtered_chunks
-        from ..vexpress_model.pipeline.sampler import Hooks, SamplingSettings, VExpressPipeline
+        from ..vexpress_model.pipeline.hooks import Hooks, SamplingSettings
+        from ..vexpress_model.pipeline.sampler import VExpressPipeline
         from ..vexpress_model.pipeline.timing import context_windows
-        from .placement import ComfyPlacement, cancel_check, compute_device, progress_reporter
+        from .memory_management import ComfyPlacement, compute_device
+        from .progress import cancel_check, progress_reporter
 
         num_frames = audio_embeds.num_frames
         fps = audio_embeds.fps
@@ -144,8 +144,6 @@ class VExpressSampler(io.ComfyNode):
         placement = ComfyPlacement(pipe.patchers, offload=pipe.offload)
         pipeline = VExpressPipeline(pipe.models, device=compute_device(), compat=compat, placement=placement,
                                     offload=pipe.offload)
-        # ComfyUI makes room for the UNet's activations too, as the pipeline sizes them on entering the stage.
-        placement.memory_required = pipeline.stage_memory_bytes
         settings = SamplingSettings(
             num_inference_steps=int(steps),
             guidance_scale=float(guidance_scale),

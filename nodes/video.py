@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from . import _comfy, _types
+from . import _comfy, _types, _widgets
 from ._comfy import io, ui
 
 CATEGORY = "V-Express/video"
@@ -31,10 +31,7 @@ class VExpressSaveVideo(io.ComfyNode):
                     "audio", optional=True,
                     tooltip="Sound track (AudioEmbed's audio output); cut or padded to the video length. Leave empty for a silent video.",
                 ),
-                io.Float.Input(
-                    "fps", default=30.0, min=1.0, max=240.0, step=0.01,
-                    tooltip="Frame rate; connect the sampler's fps so the video lasts as long as the audio.",
-                ),
+                _widgets.fps("fps", tooltip="Frame rate; connect the sampler's fps so the video lasts as long as the audio."),
                 io.String.Input(
                     "filename_prefix", default="vexpress/VExpress",
                     tooltip="File name prefix in the output folder; a '/' makes sub-folders. A counter is appended.",

@@ -69,7 +69,7 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete random-weight tiny model folder in the released layout (`model_ckpts/`), seed 0."""
-    from vexpress_model.models.random_model import write_random_model_folder
+    from vexpress_model.testing.random_model import write_random_model_folder
 
     return write_random_model_folder(tmp_path_factory.mktemp("tiny_model") / "model_ckpts", size="tiny", seed=0)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vexpress_model.conditioning.kps_images import draw_kps_image, draw_kps_images
-from vexpress_model.conditioning.kps_sequence import resample_kps_track
+from vexpress_model.conditioning.kps_resample import resample_kps_track
 from vexpress_model.conditioning.retarget import retarget_kps
 from vexpress_model.inputs.kps import load_kps, load_reference_kps
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from vexpress_model.conditioning.kps_sequence import (
-    fix_face,
+from vexpress_model.conditioning.kps_resample import (
     resample_by_index,
     resample_by_time,
     resample_kps_track,
     rescale_track,
 )
+from vexpress_model.conditioning.retarget import fix_face
 from vexpress_model.inputs.kps import KpsTrack
 
 

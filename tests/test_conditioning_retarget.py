@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vexpress_model.conditioning.kps_sequence import resample_kps_track
+from vexpress_model.conditioning.kps_resample import resample_kps_track
 from vexpress_model.conditioning.retarget import retarget_kps, select_matching_frame
 from vexpress_model.errors import InputError
 from vexpress_model.inputs.kps import load_kps, load_reference_kps

@@ -98,26 +98,40 @@ def test_thumbnails_tell_the_scenarios_apart():
         assert np.abs(a - b).mean() > 4.0, f"{WORKFLOWS[i].stem} and {WORKFLOWS[j].stem} look alike"
 
 
-def _fps_defaults() -> dict[str, float]:
-    """``"<file>:<input>" -> default`` of every fps input declared in nodes/*.py."""
+def _fps_inputs() -> tuple[dict[str, float], int]:
+    """Frame-rate inputs declared in nodes/*.py: ``{"<file>:<input>": default}`` of those written out, and how many
+    are made by the shared ``_widgets.fps`` widget."""
     import ast
 
-    found = {}
+    literal, shared = {}, 0
     for path in sorted((REPO / "nodes").glob("*.py")):
         for call in ast.walk(ast.parse(path.read_text())):
-            if isinstance(call, ast.Call) and call.args and isinstance(call.args[0], ast.Constant):
-                name = call.args[0].value
-                if isinstance(name, str) and name.startswith("fps"):
-                    for keyword in call.keywords:
-                        if keyword.arg == "default":
-                            found[f"{path.name}:{name}"] = ast.literal_eval(keyword.value)
-    return found
+            if not isinstance(call, ast.Call):
+                continue
+            if isinstance(call.func, ast.Attribute) and call.func.attr == "fps":
+                shared += 1
+            elif call.args and isinstance(call.args[0], ast.Constant) and str(call.args[0].value).startswith("fps"):
+                for keyword in call.keywords:
+                    if keyword.arg == "default":
+                        literal[f"{path.name}:{call.args[0].value}"] = ast.literal_eval(keyword.value)
+    return literal, shared
+
+
+def _shared_fps_default() -> float:
+    import ast
+
+    tree = ast.parse((REPO / "nodes" / "_widgets.py").read_text())
+    function = next(f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "fps")
+    return next(ast.literal_eval(k.value) for c in ast.walk(function) if isinstance(c, ast.Call)
+                for k in c.keywords if k.arg == "default")
 
 
 def test_one_frame_rate_in_node_defaults():
-    defaults = _fps_defaults()
-    assert len(defaults) >= 4
-    assert set(defaults.values()) == {FPS}, defaults
+    literal, shared = _fps_inputs()
+    assert len(literal) + shared >= 4
+    assert set(literal.values()) <= {FPS}, literal
+    if shared:
+        assert _shared_fps_default() == FPS
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)

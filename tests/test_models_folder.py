@@ -20,7 +20,7 @@ from vexpress_model.models import load_vexpress_models, resolve_model_paths
 from vexpress_model.models.checkpoint import open_checkpoint
 from vexpress_model.models.config import SHIPPED_UNET_CONFIG
 from vexpress_model.models.loading import load_audio_projection, load_denoising_unet, load_kps_guider
-from vexpress_model.models.random_model import write_random_model_folder
+from vexpress_model.testing.random_model import write_random_model_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VX_FILES = ("denoising_unet", "reference_net", "motion_module", "v_kps_guider", "audio_projection")
@@ -74,7 +74,7 @@ def test_random_folder_is_deterministic_in_the_seed(tiny_model_dir, tmp_path):
     ref1 = torch.load(other / "v-express" / "audio_projection.bin", weights_only=True)
     assert all(v.dtype == torch.float16 for v in ref0.values())
     assert not torch.equal(ref0["proj_in.weight"], ref1["proj_in.weight"])
-    from vexpress_model.models.random_model import random_tensor
+    from vexpress_model.testing.random_model import random_tensor
 
     again = random_tensor("proj_in.weight", tuple(ref0["proj_in.weight"].shape), "audio_projection.bin", 0)
     assert torch.equal(again.half(), ref0["proj_in.weight"])

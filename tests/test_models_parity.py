@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from vexpress_model.models import FrameLimitError, VExpressModels, load_vexpress_models
+from vexpress_model.errors import FrameLimitError
+from vexpress_model.models import VExpressModels, load_vexpress_models
 from vexpress_model.models.checkpoint import open_checkpoint
 
 CASES = ("S1_fix_face", "S2_no_retarget")

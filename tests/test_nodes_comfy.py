@@ -291,7 +291,7 @@ def test_networks_left_off_the_device_are_moved_for_their_stage_only(node, pipe,
     import comfy.model_management as mm
     import torch
 
-    placement_mod = node("placement")
+    placement_mod = node("memory_management")
     moves = []
 
     class Network(torch.nn.Module):

@@ -39,7 +39,8 @@ def _schema_calls() -> dict[str, dict]:
             for group in ("inputs", "outputs"):
                 for item in getattr(kwargs.get(group), "elts", []):
                     keywords = {k.arg for k in item.keywords}
-                    ident = ast.literal_eval(item.args[0]) if item.args else None
+                    # A shared widget (nodes/_widgets.py) is named after its input unless its id is given.
+                    ident = ast.literal_eval(item.args[0]) if item.args else getattr(item.func, "attr", None)
                     entry[group].append((ident, "tooltip" in keywords))
             found[node_id] = entry
     return found

@@ -5,7 +5,7 @@
    step and at the end match the original's to max-abs 1e-4 and the uint8 frames to 1 grey level. When the input
    and conditioning layers are present, the same comparison also runs from the real input files.
 2. Cases without recorded outputs: our batched / fast-path / fp32-accumulating loop equals the original-style
-   per-window loop (``pipeline.reference_loop``) on the real tiny networks for other seeds, window settings,
+   per-window loop (``testing.reference_loop``) on the real tiny networks for other seeds, window settings,
    sizes, guidance 1.0 (no CFG), and both compat modes.
 """
 
@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from vexpress_model.pipeline.reference_loop import original_style_sample
-from vexpress_model.pipeline.sampler import Hooks, SamplingSettings, VExpressPipeline
+from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
+from vexpress_model.pipeline.sampler import VExpressPipeline
 from vexpress_model.pipeline.timing import context_windows, plan_frames
+from vexpress_model.testing.reference_loop import original_style_sample
 
 models_module = pytest.importorskip("vexpress_model.models")
 if not hasattr(models_module, "load_vexpress_models"):

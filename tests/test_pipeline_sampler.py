@@ -11,18 +11,14 @@ import torch
 from torch import nn
 
 from tests.test_pipeline_fakes import make_fake_models, make_inputs
-from vexpress_model.errors import InputError
-from vexpress_model.pipeline.placement import ModulePlacement, module_device
-from vexpress_model.pipeline.reference_loop import original_style_decode, original_style_sample
-from vexpress_model.pipeline.sampler import (
-    GenerationCancelled,
-    Hooks,
-    SamplingSettings,
-    VExpressPipeline,
-    balanced_batches,
-    frames_to_uint8,
-)
+from vexpress_model.errors import GenerationCancelled, InputError
+from vexpress_model.pipeline.device_placement import ModulePlacement, module_device
+from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
+from vexpress_model.pipeline.images import frames_to_uint8
+from vexpress_model.pipeline.memory_policy import balanced_batches
+from vexpress_model.pipeline.sampler import VExpressPipeline
 from vexpress_model.pipeline.timing import context_windows, plan_frames
+from vexpress_model.testing.reference_loop import original_style_decode, original_style_sample
 
 STEPS = 3
 
@@ -89,7 +85,7 @@ def test_window_batching_equals_one_window_per_call(batch):
 
 @pytest.mark.parametrize("compat,loop_dtype", [("original", torch.float16), ("fixed", torch.float32)])
 def test_loop_dtype_follows_compat(compat, loop_dtype):
-    """compat="original" keeps the original's run-dtype latents and accumulation (SPEC §10 #11); "fixed" keeps a
+    """compat="original" keeps the original's run-dtype latents and accumulation (docs/spec.md §10 #11); "fixed" keeps a
     float32 master copy of the latents. The initial noise is drawn in the run dtype either way."""
     models = make_fake_models()
     for role in ("vae", "reference_net", "denoising_unet", "kps_guider", "audio_projection"):
@@ -108,7 +104,7 @@ def test_memory_budget_limits_windows_per_call():
     models = make_fake_models()
     windows = context_windows(40, 8, 4, "original")
     # Budget for about two windows: the call count must follow.
-    from vexpress_model.pipeline.sampler import estimate_unet_bytes_per_image
+    from vexpress_model.pipeline.memory_policy import estimate_unet_bytes_per_image
 
     per_window = estimate_unet_bytes_per_image(16, 16, torch.float32) * 8 * 2
     pipeline = VExpressPipeline(models, memory_budget_bytes=2 * per_window + 1)
@@ -272,7 +268,7 @@ class RecordingPlacement:
         self.events: list[str] = []
         self.finished = 0
 
-    def enter_stage(self, name: str, modules: Mapping[str, nn.Module]) -> None:
+    def enter_stage(self, name: str, modules: Mapping[str, nn.Module], *, activation_bytes: int = 0) -> None:
         self.stages.append((name, tuple(modules)))
         self.events.append(f"+{name}")
 
@@ -401,7 +397,7 @@ def test_compile_switch_falls_back_to_eager_when_compiling_fails(monkeypatch):
     pipeline = VExpressPipeline(models, compile_unet=True)
     compiled, _ = _run(pipeline, 16, windows, settings)
     torch.testing.assert_close(compiled, eager, atol=0, rtol=0)
-    assert pipeline.compile_unet is False
+    assert pipeline.unet_runner.compile_unet is False
 
 
 def test_input_checks():
@@ -431,14 +427,14 @@ def test_long_clips_keep_kps_features_in_host_memory():
     results, stores = [], []
     for budget in (1 << 40, 0):
         pipeline = VExpressPipeline(models, device="cpu")
-        pipeline.condition_device_budget_bytes = budget
-        pipeline.device = torch.device("meta") if budget else pipeline.device  # only for the placement decision
-        stores.append(pipeline._condition_device(1 << 20).type)
-        pipeline.device = torch.device("cpu")
+        pipeline.memory.condition_device_budget_bytes = budget
+        pipeline.memory.device = torch.device("meta") if budget else pipeline.device  # only for the placement decision
+        stores.append(pipeline.memory.condition_device(1 << 20).type)
+        pipeline.memory.device = torch.device("cpu")
         results.append(np.concatenate(list(pipeline.generate(image, kps_images, audio, plan, settings))))
     assert stores == ["meta", "cpu"]
     assert np.array_equal(results[0], results[1])
-    assert VExpressPipeline(models, device="cpu", offload=True).condition_device_budget_bytes == 0
+    assert VExpressPipeline(models, device="cpu", offload=True).memory.condition_device_budget_bytes == 0
 
 
 # ------------------------------------------------------------------------------- stages for the nodes (issue 5)
@@ -496,20 +492,19 @@ class ReservingPlacement(RecordingPlacement):
         self.pipeline: VExpressPipeline | None = None
         self.reserved: dict[str, int] = {}
 
-    def enter_stage(self, name: str, modules: Mapping[str, nn.Module]) -> None:
-        super().enter_stage(name, modules)
-        self.reserved[name] = self.pipeline.stage_memory_bytes(name)
+    def enter_stage(self, name: str, modules: Mapping[str, nn.Module], *, activation_bytes: int = 0) -> None:
+        super().enter_stage(name, modules, activation_bytes=activation_bytes)
+        self.reserved[name] = activation_bytes
 
 
 @pytest.mark.parametrize("guidance, halves", [(3.5, 2), (1.0, 1)])
-def test_stage_memory_bytes_is_the_denoise_window_estimate(guidance, halves):
-    from vexpress_model.pipeline.sampler import estimate_unet_bytes_per_image
+def test_denoise_stage_reserves_the_window_estimate(guidance, halves):
+    from vexpress_model.pipeline.memory_policy import estimate_unet_bytes_per_image
 
     models = make_fake_models()
     placement = ReservingPlacement()
     pipeline = VExpressPipeline(models, placement=placement)
     placement.pipeline = pipeline
-    assert pipeline.stage_memory_bytes("denoise") == 0  # nothing known before sampling
     _run(pipeline, 20, context_windows(20, 8, 2), SamplingSettings(2, guidance, 1, 1, 0))
     # 32x32 images: 4x4 latents; the stand-in UNet's first block has 16 channels; 8-frame windows.
     expected = estimate_unet_bytes_per_image(16, 16, torch.float32) * 8 * halves
@@ -527,13 +522,14 @@ def test_window_batch_is_sized_after_the_unet_is_loaded(monkeypatch):
         measured_after.append(list(placement.events))
         return 1 << 40
 
-    monkeypatch.setattr(pipeline, "_memory_budget", budget)
+    monkeypatch.setattr(pipeline.memory, "memory_budget", budget)
     _run(pipeline, 40, context_windows(40, 8, 4, "original"), SamplingSettings(2, 3.5, 1, 1, 0))
     assert len(measured_after) == 1 and measured_after[0][-1] == "+denoise"
     assert pipeline.stats["unet_calls"] == 2  # every window in one call per step
     # The overrides still decide: a fixed batch size measures nothing, a fixed budget replaces the measurement.
     fixed = VExpressPipeline(models, window_batch_size=3)
-    monkeypatch.setattr(fixed, "_memory_budget", lambda: pytest.fail("free memory measured despite window_batch_size"))
+    monkeypatch.setattr(fixed.memory, "memory_budget",
+                        lambda: pytest.fail("free memory measured despite window_batch_size"))
     _run(fixed, 40, context_windows(40, 8, 4, "original"), SamplingSettings(2, 3.5, 1, 1, 0))
     assert fixed.stats["unet_calls"] == 2 * 3  # 9 windows in 3 calls per step
     tight = VExpressPipeline(models, memory_budget_bytes=1)
@@ -552,7 +548,7 @@ def test_very_long_clips_recompute_kps_features_per_window():
     results, calls = [], []
     for budget in (1 << 40, 0):
         pipeline = VExpressPipeline(models, device="cpu")
-        pipeline.host_condition_budget_bytes = budget
+        pipeline.memory.host_condition_budget_bytes = budget
         kps = pipeline.encode_kps(source, plan.num_frames)
         assert (kps.compute is None) == bool(budget)
         assert kps.features.shape[2] == (plan.num_frames if budget else 1)
@@ -565,11 +561,11 @@ def test_very_long_clips_recompute_kps_features_per_window():
     stages = []
 
     class RecordingPlacement(ModulePlacement):
-        def enter_stage(self, name, modules):
+        def enter_stage(self, name, modules, *, activation_bytes=0):
             stages.append((name, sorted(modules)))
-            super().enter_stage(name, modules)
+            super().enter_stage(name, modules, activation_bytes=activation_bytes)
 
     pipeline = VExpressPipeline(models, device="cpu", placement=RecordingPlacement("cpu", offload=True))
-    pipeline.host_condition_budget_bytes = 0
+    pipeline.memory.host_condition_budget_bytes = 0
     list(pipeline.generate(image, source, audio, plan, settings))
     assert ("denoise", ["denoising_unet", "kps_guider"]) in stages

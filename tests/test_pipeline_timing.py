@@ -1,4 +1,4 @@
-"""Frame counts, output fps and context windows (SPEC §4.5; issue 4 "Frame timing")."""
+"""Frame counts, output fps and context windows (docs/spec.md §4.5; issue 4 "Frame timing")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """``python -m vexpress_model``: the command line of the original ``inference.py``, plus our additions.
 
-Every flag of the original is accepted (SPEC §4.1) with the user manual's defaults. Additions: ``--model_dir``
+Every flag of the original is accepted (docs/spec.md §4.1) with the user manual's defaults. Additions: ``--model_dir``
 (a folder in the released layout; the individual path flags still override), ``--reference_kps_path``,
 ``--compat {fixed,original}``, ``--dump_dir``, ``--crf``, ``--median_filter``, ``--no_download`` and a few
 speed knobs. Bad input ends with one line on stderr and exit code 2, and leaves no output file behind.
@@ -13,11 +13,18 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .conditioning.face_crop import BORDER_MODES, DEFAULT_CROP_SCALE
-from .conditioning.retarget import STRATEGIES as RETARGET_STRATEGIES
+from .conditioning.face_crop import DEFAULT_CROP_SCALE
 from .errors import VExpressError
-from .inputs.face_backends import FACE_DETECTORS
-from .outputs.paste_back import COLOR_MATCH_MODES, DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
+from .options import (
+    COLOR_MATCH_MODES,
+    COMPAT_MODES,
+    CROP_BORDER_MODES,
+    DTYPES,
+    FACE_DETECTORS,
+    MEDIAN_FILTER_MODES,
+    RETARGET_STRATEGIES,
+)
+from .outputs.paste_back import DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
 
 logger = logging.getLogger("vexpress.cli")
 
@@ -78,10 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     generation.add_argument("--audio_embeddings_type", default="global", choices=("global",))
     generation.add_argument("--test_stage", default="stage_3", choices=("stage_1", "stage_2", "stage_3"),
                             help="stage_1 disables motion modules and audio attention (as in the original)")
-    generation.add_argument("--compat", default="fixed", choices=("fixed", "original"),
+    generation.add_argument("--compat", default="fixed", choices=COMPAT_MODES,
                             help="fixed (default): the original's timing/retarget bugs fixed; "
                                  "original: reproduce the original implementation exactly")
-    generation.add_argument("--median_filter", default="auto", choices=("auto", "on", "off"),
+    generation.add_argument("--median_filter", default="auto", choices=MEDIAN_FILTER_MODES,
                             help="the original's 3x3x3 median post-filter (auto: on with --compat original)")
     generation.add_argument("--crf", type=int, default=17, help="H.264 quality (lower is better; 17 is near lossless)")
 
@@ -96,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     full_frame.add_argument("--crop_scale", type=float, default=DEFAULT_CROP_SCALE,
                             help=f"crop side in face sizes (default {DEFAULT_CROP_SCALE}: head and shoulders, the "
                                  "framing the model was trained on)")
-    full_frame.add_argument("--crop_border", default="pad", choices=BORDER_MODES,
+    full_frame.add_argument("--crop_border", default="pad", choices=CROP_BORDER_MODES,
                             help="a crop past the image edge: pad (repeat the edge, face stays centred) or shift")
     full_frame.add_argument("--feather", type=float, default=DEFAULT_FEATHER,
                             help=f"soft edge of the pasted face, as a fraction of the crop side (default "
@@ -110,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto: cuda when available)")
     runtime.add_argument("--gpu_id", type=int, default=0)
-    runtime.add_argument("--dtype", default="auto", choices=("auto", "fp16", "bf16", "fp32"),
+    runtime.add_argument("--dtype", default="auto", choices=DTYPES,
                          help="auto: fp16 on CUDA, fp32 on CPU")
     runtime.add_argument("--save_gpu_memory", action="store_true",
                          help="keep only the running stage's networks on the GPU (really frees memory)")

@@ -120,7 +120,7 @@ def detector_file(insightface_root: Path | str) -> PlannedFile:
 
 
 def released_layout_plan(model_ckpts: Path | str, *, face_detector: bool = True) -> list[PlannedFile]:
-    """Every file of the original repository's ``model_ckpts/`` layout (SPEC §2.1) that inference reads."""
+    """Every file of the original repository's ``model_ckpts/`` layout (docs/spec.md §2.1) that inference reads."""
     root = Path(model_ckpts)
     plan = checkpoint_files(root / "v-express")
     plan.append(unet_config_file(root / "stable-diffusion-v1-5" / "unet" / "config.json"))

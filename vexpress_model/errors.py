@@ -12,12 +12,22 @@ class VExpressError(Exception):
     """A problem the user can fix; the message says what is wrong and what to do."""
 
 
-class InputError(VExpressError):
-    """A user-supplied input (image, audio, kps file, output path, setting) is unusable."""
+class InputError(VExpressError, ValueError):
+    """A user-supplied input (image, audio, kps file, output path, setting) is unusable.
+
+    Also a ``ValueError``: library callers that catch a bad value as ``ValueError`` keep working."""
 
 
 class FaceNotFoundError(InputError):
     """No face could be detected where one is required."""
+
+
+class FrameLimitError(InputError):
+    """More frames in one denoising call than the motion modules' position encoding covers (32)."""
+
+
+class ReferenceBankError(VExpressError, ValueError):
+    """A reference bank does not fit the denoising UNet (other model size, missing blocks)."""
 
 
 class ModelFolderError(VExpressError):
@@ -26,3 +36,7 @@ class ModelFolderError(VExpressError):
 
 class CheckpointMismatchError(ModelFolderError):
     """A checkpoint's keys or shapes do not match the network it is loaded into."""
+
+
+class GenerationCancelled(Exception):
+    """The caller's cancel callback asked the pipeline to stop (not a user error: the command line exits 130)."""

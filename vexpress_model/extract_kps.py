@@ -26,8 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import InputError, VExpressError
-from .inputs.face_backends import FACE_DETECTORS
-from .inputs.face_detection import FACE_SELECTIONS
+from .options import FACE_DETECTORS, FACE_SELECTIONS, KPS_FORMATS
 
 logger = logging.getLogger("vexpress.extract_kps")
 
@@ -47,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder holding models/buffalo_l/det_10g.onnx")
     parser.add_argument("--height", type=int, default=512, help="frames are resized to this height first")
     parser.add_argument("--width", type=int, default=512, help="frames are resized to this width first")
-    parser.add_argument("--kps_format", choices=("auto", "original", "npz", "json"), default="auto",
+    parser.add_argument("--kps_format", choices=KPS_FORMATS, default="auto",
                         help="auto: original for .pth, json for .json, npz otherwise")
     parser.add_argument("--select", choices=FACE_SELECTIONS, default="nearest",
                         help="which face to follow when a frame shows several: nearest the previous frame's face "
@@ -95,7 +94,7 @@ def _progress_bar(total_hint: int | None) -> tuple[Callable[[int, int | None], N
 
 
 def run(args: argparse.Namespace) -> None:
-    from .conditioning.kps_sequence import DEFAULT_TRACK_FPS
+    from .conditioning.kps_resample import DEFAULT_TRACK_FPS
     from .inputs.audio import decode_audio
     from .inputs.face_backends import create_face_detector
     from .inputs.face_detection import extract_kps_track, probe_video

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from .conditioning.face_crop import DEFAULT_CROP_SCALE
-from .conditioning.retarget import STRATEGIES_WITH_DRIVING_KPS
 from .errors import InputError, ModelFolderError
 from .models.paths import VEXPRESS_FILES
+from .options import STRATEGIES_WITH_DRIVING_KPS
 from .outputs.paste_back import DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
 
 logger = logging.getLogger("vexpress.generate")
@@ -387,7 +387,8 @@ def run_generation(request: GenerationRequest) -> Path:
     from .inputs.image import load_reference_image
     from .models import load_vexpress_models
     from .outputs.video import VideoWriter
-    from .pipeline.sampler import Hooks, SamplingSettings, VExpressPipeline
+    from .pipeline.hooks import Hooks, SamplingSettings
+    from .pipeline.sampler import VExpressPipeline
     from .pipeline.timing import plan_frames
 
     check_request(request)

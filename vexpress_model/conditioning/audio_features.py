@@ -1,4 +1,4 @@
-"""Audio conditioning: wav2vec2 features of the whole clip, and the per-frame windows of them (SPEC §3.7, §4.9).
+"""Audio conditioning: wav2vec2 features of the whole clip, and the per-frame windows of them (docs/spec.md §3.7, §4.9).
 
 **Features.** The waveform is normalised by the wav2vec2 feature extractor over the *whole clip* (zero
 mean, unit variance, eps 1e-7), then the encoder's ``last_hidden_state`` is taken -- ~50 vectors per second.
@@ -165,15 +165,15 @@ def wav2vec2_features(
 
 
 def audio_windows(features: torch.Tensor | np.ndarray, num_frames: int, num_pad: int = 2) -> torch.Tensor:
-    """Per-frame windows of wav2vec2 vectors: [num_frames, 2 * (2 * num_pad + 1), D] (SPEC §4.9 steps 3-5).
+    """Per-frame windows of wav2vec2 vectors: [num_frames, 2 * (2 * num_pad + 1), D] (docs/spec.md §4.9 steps 3-5).
 
     Interpolation runs in float32; the result has the dtype (and device) of ``features``.
     """
     tensor = torch.as_tensor(features)
     if tensor.ndim != 2 or tensor.shape[0] == 0:
-        raise ValueError(f"features must be [n > 0, D], got shape {tuple(tensor.shape)}")
+        raise InputError(f"features must be [n > 0, D], got shape {tuple(tensor.shape)}")
     if num_frames <= 0 or num_pad < 0:
-        raise ValueError(f"num_frames must be positive and num_pad non-negative, got {num_frames}, {num_pad}")
+        raise InputError(f"num_frames must be positive and num_pad non-negative, got {num_frames}, {num_pad}")
     interpolated = torch.nn.functional.interpolate(
         tensor.float().T[None], size=2 * int(num_frames), mode="linear", align_corners=False
     )[0].T

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..inputs.kps import KpsTrack
+from ..options import CROP_BORDER_MODES
 
 DEFAULT_CROP_SCALE = 3.4
 MIN_CROP_SCALE = 1.0
@@ -48,7 +49,7 @@ NOSE_DROP_WEIGHT = 1.5
 BOX_FACE_SIZE = 0.83
 BOX_CENTRE_RAISE = 0.06
 Border = Literal["pad", "shift"]
-BORDER_MODES: tuple[str, ...] = ("pad", "shift")
+BORDER_MODES = CROP_BORDER_MODES
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class FaceCrop:
 
     def __post_init__(self) -> None:
         if self.size <= 0 or self.source_width <= 0 or self.source_height <= 0:
-            raise ValueError(f"FaceCrop needs a positive size and source size, got {self}")
+            raise InputError(f"FaceCrop needs a positive size and source size, got {self}")
 
     @property
     def right(self) -> int:
@@ -173,7 +174,7 @@ def crop_image(image: np.ndarray, crop: FaceCrop, width: int, height: int) -> np
 
     array = np.asarray(image)
     if array.shape[:2] != (crop.source_height, crop.source_width):
-        raise ValueError(f"the crop was planned for {crop.source_width}x{crop.source_height}, "
+        raise InputError(f"the crop was planned for {crop.source_width}x{crop.source_height}, "
                          f"the image is {array.shape[1]}x{array.shape[0]}")
     pad = (max(0, -crop.top), max(0, crop.bottom - crop.source_height),
            max(0, -crop.left), max(0, crop.right - crop.source_width))

@@ -1,4 +1,4 @@
-"""V-Kps images: the three keypoints drawn the way V-Express was trained (SPEC §4.8).
+"""V-Kps images: the three keypoints drawn the way V-Express was trained (docs/spec.md §4.8).
 
 The figure is two filled ellipses ("limbs") from each eye to the nose, in 60 % of the eye's colour, with
 filled discs of radius 4 on top: eye on the image left red (255, 0, 0), eye on the image right green
@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..errors import InputError
+
 KpsImageSource = Callable[[int, int], np.ndarray]
 """``source(start, stop)`` -> uint8 kps images ``[stop - start, H, W, 3]`` of those frames (the pipeline's
 ``encode_kps`` accepts it)."""
@@ -31,7 +33,7 @@ POINT_RADIUS = 4
 def _check_kps(kps: np.ndarray, leading: tuple[int, ...]) -> np.ndarray:
     array = np.asarray(kps)
     if array.shape[len(leading) :] != (3, 2) or (leading and array.shape[: len(leading)] != leading):
-        raise ValueError(f"kps must have shape {(*leading, 3, 2)}, got {array.shape}")
+        raise InputError(f"kps must have shape {(*leading, 3, 2)}, got {array.shape}")
     return array
 
 
@@ -59,7 +61,7 @@ def draw_kps_images(height: int, width: int, kps_sequence: np.ndarray) -> np.nda
     """Draw a V-Kps image per frame: uint8 [T, height, width, 3] from kps [T, 3, 2]."""
     sequence = np.asarray(kps_sequence)
     if sequence.ndim != 3:
-        raise ValueError(f"kps_sequence must have shape (T, 3, 2), got {sequence.shape}")
+        raise InputError(f"kps_sequence must have shape (T, 3, 2), got {sequence.shape}")
     _check_kps(sequence, (sequence.shape[0],))
     images = np.zeros((sequence.shape[0], int(height), int(width), 3), dtype=np.uint8)
     for index, points in enumerate(sequence):
@@ -76,7 +78,7 @@ def kps_image_source(kps_sequence: np.ndarray, width: int, height: int) -> np.nd
     """
     sequence = np.asarray(kps_sequence)
     if sequence.ndim != 3 or sequence.shape[0] == 0:
-        raise ValueError(f"kps_sequence must have shape (T > 0, 3, 2), got {sequence.shape}")
+        raise InputError(f"kps_sequence must have shape (T > 0, 3, 2), got {sequence.shape}")
     _check_kps(sequence, (sequence.shape[0],))
     if bool((sequence == sequence[:1]).all()):
         return draw_kps_image(height, width, sequence[0])
@@ -100,7 +102,7 @@ def draw_kps_preview(
     """
     sequence = np.asarray(kps_sequence, dtype=np.float32)
     if sequence.ndim != 3:
-        raise ValueError(f"kps_sequence must have shape (T, 3, 2), got {sequence.shape}")
+        raise InputError(f"kps_sequence must have shape (T, 3, 2), got {sequence.shape}")
     width = width or 512
     height = height or 512
     side = max_side if sequence.shape[0] <= long_sequence else max_side // 2

@@ -1,4 +1,4 @@
-"""Retargeting a driving kps sequence onto the reference face (SPEC §4.7).
+"""Retargeting a driving kps sequence onto the reference face (docs/spec.md §4.7).
 
 Strategies: ``fix_face`` (the reference kps in every frame), ``no_retarget`` (the driving kps as they are),
 ``offset_retarget`` (the reference face, moved as the driving nose moves) and ``naive_retarget`` (the driving
@@ -35,11 +35,8 @@ import math
 import numpy as np
 
 from ..errors import InputError
-from .kps_sequence import fix_face
+from ..options import RETARGET_STRATEGIES, check_choice, check_compat
 
-STRATEGIES = ("fix_face", "no_retarget", "offset_retarget", "naive_retarget")
-# Every strategy but fix_face follows a driving kps track.
-STRATEGIES_WITH_DRIVING_KPS = tuple(s for s in STRATEGIES if s != "fix_face")
 _EPS = 1e-6
 
 
@@ -159,6 +156,16 @@ def _fixed_retarget(reference: np.ndarray, driving: np.ndarray, only_offset: boo
 # ------------------------------------------------------------------------------------------------ public
 
 
+def fix_face(reference_kps: np.ndarray, num_frames: int) -> np.ndarray:
+    """The reference kps for every frame: float32 [num_frames, 3, 2] (the ``fix_face`` strategy)."""
+    reference = np.asarray(reference_kps, dtype=np.float32)
+    if reference.shape != (3, 2):
+        raise InputError(f"reference_kps must have shape (3, 2), got {reference.shape}")
+    if num_frames <= 0:
+        raise InputError(f"num_frames must be positive, got {num_frames}")
+    return np.ascontiguousarray(np.broadcast_to(reference, (int(num_frames), 3, 2)))
+
+
 def retarget_kps(
     reference_kps: np.ndarray,
     driving: np.ndarray | None,
@@ -173,15 +180,13 @@ def retarget_kps(
     ``fix_face`` needs no driving kps (T = ``num_frames``, else len(driving)); ``offset_gain`` applies to
     ``offset_retarget`` in fixed mode only. See the module docstring for the math.
     """
-    if strategy not in STRATEGIES:
-        raise InputError(f"unknown retarget strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    if compat not in ("fixed", "original"):
-        raise ValueError(f"compat must be 'fixed' or 'original', got {compat!r}")
+    check_choice(strategy, RETARGET_STRATEGIES, "retarget strategy")
+    check_compat(compat)
     reference = _as_kps(reference_kps, "reference kps", False)
     if strategy == "fix_face":
         count = num_frames if num_frames is not None else (None if driving is None else len(driving))
         if count is None:
-            raise ValueError("fix_face needs num_frames (or a driving sequence to take the length from)")
+            raise InputError("fix_face needs num_frames (or a driving sequence to take the length from)")
         return fix_face(reference, count)
     if driving is None:
         raise InputError(f"retarget strategy {strategy} needs driving kps: pass a kps file (--kps_path)")

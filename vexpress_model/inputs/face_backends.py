@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelFolderError, VExpressError
+from ..options import FACE_DETECTORS
 from .face_detection import FaceDetector, find_detector_model
 from .face_mediapipe import INSTALL_HINT, MediaPipeFaceDetector, mediapipe_available
 
 logger = logging.getLogger("vexpress.inputs")
 
-FACE_DETECTORS: tuple[str, ...] = ("auto", "insightface", "mediapipe")
 
 
 def insightface_ready(root: str | Path | None) -> bool:

@@ -33,11 +33,12 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from ..errors import FaceNotFoundError, InputError, ModelFolderError, VExpressError
+from ..options import FACE_SELECTIONS, FaceSelection
 from .kps import KpsTrack
 
 logger = logging.getLogger("vexpress.inputs")
@@ -51,8 +52,7 @@ DOWNLOAD_HINT = (
     "{path} exists (only det_10g.onnx is needed)"
 )
 
-Selection = Literal["largest", "score", "nearest"]
-FACE_SELECTIONS: tuple[str, ...] = ("largest", "score", "nearest")
+Selection = FaceSelection
 ProgressCallback = Callable[[int, int | None], None]
 
 
@@ -175,7 +175,7 @@ def check_image(image: np.ndarray) -> np.ndarray:
     """The image as an RGB uint8 array [H, W, 3]; ValueError otherwise."""
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8 or 0 in array.shape:
-        raise ValueError(f"images for face detection must be RGB uint8 [H, W, 3], got {array.dtype} {array.shape}")
+        raise InputError(f"images for face detection must be RGB uint8 [H, W, 3], got {array.dtype} {array.shape}")
     return array
 
 
@@ -187,7 +187,7 @@ def choose_face(
     ``previous`` is the kps [3, 2] chosen in the previous frame (for ``"nearest"``; without it, the largest).
     """
     if select not in FACE_SELECTIONS:
-        raise ValueError(f"select must be one of {', '.join(FACE_SELECTIONS)}, got {select!r}")
+        raise InputError(f"select must be one of {', '.join(FACE_SELECTIONS)}, got {select!r}")
     if not faces:
         return None
     if select == "score":
@@ -312,7 +312,7 @@ def extract_kps_track(
     (:func:`choose_face`). Frames without a face are filled from their neighbours and named in a warning.
     """
     if (width is None) != (height is None):
-        raise ValueError("give both width and height, or neither")
+        raise InputError("give both width and height, or neither")
     total = None
     if isinstance(source, (str, Path)):
         info = probe_video(source)

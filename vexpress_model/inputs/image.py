@@ -4,7 +4,7 @@
 covers the target size **without changing its aspect ratio** and cropped to it around the centre
 (Pillow ``ImageOps.fit``, Lanczos). A square, face-centred crop, as the model was trained on, is kept whole.
 
-``compat="original"``: what the original ``inference.py`` and its pipeline do (SPEC §4.3, §4.9):
+``compat="original"``: what the original ``inference.py`` and its pipeline do (docs/spec.md §4.3, §4.9):
 ``Image.open(path).convert("RGB").resize((height, width))`` -- Pillow's default bicubic filter, the
 arguments in swapped order, the aspect ratio squashed, EXIF orientation ignored -- followed by the
 pipeline's image processor, which resizes to ``(width, height)`` with Lanczos (a no-op for square sizes).
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..options import check_compat
 
 logger = logging.getLogger("vexpress.inputs")
 
@@ -99,8 +100,7 @@ def load_reference_image(
         image = image.resize((int(height), int(width)))  # the original's swapped order, bicubic
         image = image.resize((int(width), int(height)), resample=Image.Resampling.LANCZOS)  # image processor
         return np.asarray(image, dtype=np.uint8).copy()
-    if compat != "fixed":
-        raise ValueError(f"compat must be 'fixed' or 'original', got {compat!r}")
+    check_compat(compat)
     image = _open_pil(source, name, upright=True).convert("RGB")
     if image.size != (int(width), int(height)):
         image = ImageOps.fit(image, (int(width), int(height)), method=Image.Resampling.LANCZOS)

@@ -74,15 +74,15 @@ class KpsTrack:
     def __post_init__(self) -> None:
         points = np.ascontiguousarray(np.asarray(self.points, dtype=np.float32))
         if points.ndim != 3 or points.shape[1:] != (3, 2) or points.shape[0] == 0:
-            raise ValueError(f"KpsTrack points must have shape (T>0, 3, 2), got {points.shape}")
+            raise InputError(f"KpsTrack points must have shape (T>0, 3, 2), got {points.shape}")
         if not np.isfinite(points).all():
-            raise ValueError("KpsTrack points must be finite numbers")
+            raise InputError("KpsTrack points must be finite numbers")
         if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
-            raise ValueError(f"KpsTrack fps must be a positive number or None, got {self.fps}")
+            raise InputError(f"KpsTrack fps must be a positive number or None, got {self.fps}")
         for name in ("width", "height"):
             value = getattr(self, name)
             if value is not None and int(value) <= 0:
-                raise ValueError(f"KpsTrack {name} must be a positive integer or None, got {value}")
+                raise InputError(f"KpsTrack {name} must be a positive integer or None, got {value}")
         points.setflags(write=False)
         object.__setattr__(self, "points", points)
         object.__setattr__(self, "fps", None if self.fps is None else float(self.fps))
@@ -347,7 +347,7 @@ def save_kps(path: str | Path, track: KpsTrack, fmt: str | None = None) -> Path:
     _check_writable(path)
     fmt = fmt or ("json" if path.suffix.lower() == ".json" else "npz")
     if fmt not in ("npz", "json"):
-        raise ValueError(f"fmt must be 'npz' or 'json', got {fmt!r}")
+        raise InputError(f"fmt must be 'npz' or 'json', got {fmt!r}")
     if fmt == "json":
         document = {
             "format": KPS_JSON_FORMAT,

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "UNetConfig": "config",
     "VExpressConstants": "config",
-    "FrameLimitError": "layers",
     "VExpressModels": "loading",
     "load_audio_encoder": "loading",
     "load_audio_projection": "loading",
@@ -28,10 +27,8 @@ _EXPORTS = {
     "AudioProjection": "small_nets",
     "VKpsGuider": "small_nets",
     "DenoisingUNet": "unet",
-    "ReferenceBankError": "unet",
     "ReferenceContext": "unet",
     "ReferenceNet": "unet",
-    "write_random_model_folder": "random_model",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -50,7 +47,6 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .config import UNetConfig, VExpressConstants
-    from .layers import FrameLimitError
     from .loading import (
         VExpressModels,
         load_audio_encoder,
@@ -63,6 +59,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         resolve_dtype,
     )
     from .paths import ModelPaths, resolve_model_paths
-    from .random_model import write_random_model_folder
     from .small_nets import AudioProjection, VKpsGuider
-    from .unet import DenoisingUNet, ReferenceBankError, ReferenceContext, ReferenceNet
+    from .unet import DenoisingUNet, ReferenceContext, ReferenceNet

@@ -380,7 +380,7 @@ def load_strict(
         leftover = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if _is_meta(t)]
         if leftover:
             # A buffer that is not in the state dict (non-persistent) would stay unmaterialised.
-            raise RuntimeError(f"{what}: tensors left on the meta device after loading: {leftover[:5]}")
+            raise CheckpointMismatchError(f"{what}: tensors left on the meta device after loading: {leftover[:5]}")
     module.eval()
     module.requires_grad_(False)
     return module

@@ -150,7 +150,7 @@ class UNetConfig:
 @dataclass(frozen=True)
 class VExpressConstants:
     """Sizes of the V-Express-specific networks that the weight shapes cannot determine (or that the original
-    code hard-codes). Defaults are the released model's values (SPEC §3.4–§3.6, parity README §1)."""
+    code hard-codes). Defaults are the released model's values (docs/spec.md §3.4–§3.6, parity README §1)."""
 
     kps_guider_conditioning_channels: int = 320
     kps_guider_block_out_channels: tuple[int, ...] = (16, 32, 96, 256)

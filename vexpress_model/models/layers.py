@@ -21,12 +21,6 @@ import torch.nn.functional as F
 from diffusers.models.attention import FeedForward
 from torch import nn
 
-from ..errors import InputError
-
-
-class FrameLimitError(InputError, ValueError):
-    """More frames in one denoising call than the motion modules' position encoding covers (32)."""
-
 
 class Attention(nn.Module):
     """Multi-head attention with bias-free q/k/v projections and a biased output projection (SD-1.5 layout)."""
@@ -114,9 +108,9 @@ def _blend(
 class TransformerBlock(nn.Module):
     """SD-1.5 ``BasicTransformerBlock``, plus V-Express's reference attention in the denoising UNet.
 
-    Denoising UNet (SPEC §3.1): ``h += attn1(LN1 h)``; ``h += w_ref * attn1_5(LN1_5 h, bank)``;
+    Denoising UNet (docs/spec.md §3.1): ``h += attn1(LN1 h)``; ``h += w_ref * attn1_5(LN1_5 h, bank)``;
     ``h += w_aud * attn2(LN2 h, audio)``; ``h += FF(LN3 h)``.
-    ReferenceNet (SPEC §3.3): ``h += attn1(LN1 h)``; the bank entry is ``LN2 h``; then the zero-context
+    ReferenceNet (docs/spec.md §3.3): ``h += attn1(LN1 h)``; the bank entry is ``LN2 h``; then the zero-context
     cross-attention (= its output bias) and the feed-forward.
     """
 
@@ -229,7 +223,8 @@ class SpatialTransformer(nn.Module):
 
 
 def sinusoidal_position_encoding(max_len: int, dim: int) -> torch.Tensor:
-    """``pe[0, p, 2k] = sin(p * 10000^(-2k/dim))``, ``pe[0, p, 2k+1] = cos(...)`` (SPEC §3.6), ``[1, max_len, dim]``."""
+    """``pe[0, p, 2k] = sin(p * 10000^(-2k/dim))``, ``pe[0, p, 2k+1] = cos(...)`` (docs/spec.md §3.6),
+    ``[1, max_len, dim]``."""
     position = torch.arange(max_len, dtype=torch.float32).unsqueeze(1)
     div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
     pe = torch.zeros(1, max_len, dim)
@@ -254,7 +249,7 @@ class TemporalAttention(Attention):
         self.pos_encoder = PositionalEncoding(dim, max_len)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        # x: [B*H*W, F, C]; q, k and v all see the position encoding (SPEC §3.6).
+        # x: [B*H*W, F, C]; q, k and v all see the position encoding (docs/spec.md §3.6).
         x = x + self.pos_encoder.pe[:, : x.shape[1]].to(x.dtype)
         return super().forward(x)
 

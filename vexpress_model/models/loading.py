@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointMismatchError, ModelFolderError
+from ..errors import CheckpointMismatchError, InputError, ModelFolderError
 from .checkpoint import CheckpointFile, Source, load_strict, open_checkpoint
 from .config import SHIPPED_VAE_CONFIG, UNetConfig, VExpressConstants, read_json_object
 from .paths import (
@@ -42,12 +42,12 @@ def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     """``torch.float16/bfloat16/float32`` or one of ``"fp16" "bf16" "fp32"`` (and their long names)."""
     if isinstance(dtype, torch.dtype):
         if dtype not in (torch.float16, torch.bfloat16, torch.float32):
-            raise ValueError(f"unsupported dtype {dtype}; use float16, bfloat16 or float32")
+            raise InputError(f"unsupported dtype {dtype}; use float16, bfloat16 or float32")
         return dtype
     try:
         return _DTYPES[str(dtype).lower().replace("torch.", "")]
     except KeyError:
-        raise ValueError(f"unsupported dtype {dtype!r}; use fp16, bf16 or fp32") from None
+        raise InputError(f"unsupported dtype {dtype!r}; use fp16, bf16 or fp32") from None
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Finding the files of a V-Express model: the released ``model_ckpts/`` layout and ComfyUI-style folders.
 
-(a) Released layout (SPEC §2.1)::
+(a) Released layout (docs/spec.md §2.1)::
 
     model_ckpts/stable-diffusion-v1-5/unet/config.json
     model_ckpts/sd-vae-ft-mse/{config.json, diffusion_pytorch_model.(safetensors|bin)}

@@ -1,4 +1,4 @@
-"""The two small V-Express networks: the V-Kps guider (SPEC §3.4) and the audio projection (SPEC §3.5)."""
+"""The two small V-Express networks: the V-Kps guider (docs/spec.md §3.4) and the audio projection (§3.5)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from .config import VExpressConstants
 
 
@@ -74,7 +75,7 @@ class PerceiverAttention(nn.Module):
         k, v = self.to_kv(torch.cat([x, latents], dim=1)).chunk(2, dim=-1)
         k, v = self._heads(k), self._heads(v)
         # Scale split between q and k (d^-1/4 each) and softmax in fp32, cast back: the original's numerics,
-        # which keep fp16 logits in range (SPEC §3.5). Sequences are tiny (5 queries, 15 keys), so no SDPA.
+        # which keep fp16 logits in range (docs/spec.md §3.5). Sequences are tiny (5 queries, 15 keys), so no SDPA.
         scale = 1.0 / math.sqrt(math.sqrt(self.dim_head))
         weights = (q * scale) @ (k * scale).transpose(-2, -1)
         weights = torch.softmax(weights.float(), dim=-1).to(weights.dtype)
@@ -127,10 +128,10 @@ class AudioProjection(nn.Module):
         lead = windows.shape[:-2]
         x = windows.to(weight.device, weight.dtype).reshape(-1, *windows.shape[-2:])
         if x.shape[1] > self.pos_emb.num_embeddings:
-            raise ValueError(
+            raise InputError(
                 f"audio windows of {x.shape[1]} vectors, the projection was trained on {self.pos_emb.num_embeddings}"
             )
-        # Learned position embedding added before proj_in (SPEC §3.5).
+        # Learned position embedding added before proj_in (docs/spec.md §3.5).
         x = x + self.pos_emb(torch.arange(x.shape[1], device=x.device))
         latents = self.latents.expand(x.shape[0], -1, -1)
         x = self.proj_in(x)

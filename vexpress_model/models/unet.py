@@ -20,21 +20,16 @@ from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
-from ..errors import VExpressError
+from ..errors import FrameLimitError, ReferenceBankError
 from .config import UNetConfig, VExpressConstants
 from .layers import (
     CallState,
-    FrameLimitError,
     MotionModule,
     SpatialTransformer,
     TransformerBlock,
 )
 
 logger = logging.getLogger("vexpress.models")
-
-
-class ReferenceBankError(VExpressError, ValueError):
-    """A reference bank does not fit the denoising UNet (other model size, missing blocks)."""
 
 
 def _resnet(config: UNetConfig, cin: int, cout: int) -> ResnetBlock2D:
@@ -147,7 +142,7 @@ class _UNetSkeleton(nn.Module):
             self.conv_norm_out = nn.GroupNorm(config.norm_num_groups, c0, eps=config.norm_eps)
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(c0, config.out_channels, 3, padding=1)
-        # Pair reference banks with blocks by module path (SPEC §3.3: the original's width-sorted pairing ends
+        # Pair reference banks with blocks by module path (docs/spec.md §3.3: the original's width-sorted pairing ends
         # up pairing identical paths).
         for name, module in self.named_modules():
             if isinstance(module, TransformerBlock):
@@ -176,7 +171,7 @@ class _UNetSkeleton(nn.Module):
             t = t.expand(batch)
         elif t.numel() != batch:
             raise ValueError(f"timestep has {t.numel()} values for a batch of {batch}")
-        # Sinusoidal embedding in fp32, cast to the model dtype before the MLP (SPEC §3.1).
+        # Sinusoidal embedding in fp32, cast to the model dtype before the MLP (docs/spec.md §3.1).
         return self.time_embedding(self.time_proj(t).to(self.dtype))
 
     def _run(self, x: torch.Tensor, emb: torch.Tensor, attend: Attend, motion: Motion) -> torch.Tensor:
@@ -216,7 +211,7 @@ class _UNetSkeleton(nn.Module):
 
 
 class ReferenceNet(_UNetSkeleton):
-    """SD-1.5 2-D UNet that returns the reference bank (SPEC §3.2, §3.3).
+    """SD-1.5 2-D UNet that returns the reference bank (docs/spec.md §3.2, §3.3).
 
     ``reference_net(latent [R, 4, h, w]) -> {block path: [R, h_l*w_l, C_l]}``: for each transformer block the
     ``norm2`` output after self-attention, at timestep 0 with a zero text context. ``conv_norm_out`` does not
@@ -276,7 +271,7 @@ class ReferenceContext:
 
 
 class DenoisingUNet(_UNetSkeleton):
-    """The V-Express denoising UNet (SPEC §3.1, §3.3, §3.6).
+    """The V-Express denoising UNet (docs/spec.md §3.1, §3.3, §3.6).
 
     Call: ``unet(sample [B, 4, F, h, w], timestep, audio_tokens [B, F, n, D], kps_features [B, C0, F, h, w] | None,
     reference, *, reference_attention_weight=1.0, audio_attention_weight=1.0, uncond=None) -> [B, 4, F, h, w]``

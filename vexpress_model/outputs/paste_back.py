@@ -31,11 +31,11 @@ import numpy as np
 
 from ..conditioning.face_crop import FaceCrop
 from ..errors import InputError
+from ..options import COLOR_MATCH_MODES
 
 logger = logging.getLogger("vexpress.outputs")
 
 ColorMatch = Literal["off", "frame", "clip"]
-COLOR_MATCH_MODES: tuple[str, ...] = ("clip", "frame", "off")
 DEFAULT_COLOR_MATCH: ColorMatch = "clip"
 DEFAULT_FEATHER = 0.1
 MAX_FEATHER = 0.5
@@ -111,7 +111,7 @@ class PasteBack:
 
         image = np.asarray(reference_image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"the reference image must be RGB uint8 [H, W, 3], got {image.dtype} {image.shape}")
+            raise InputError(f"the reference image must be RGB uint8 [H, W, 3], got {image.dtype} {image.shape}")
         if image.shape[:2] != (crop.source_height, crop.source_width):
             raise InputError(
                 f"the crop belongs to a {crop.source_width}x{crop.source_height} image, but the image to paste into "
@@ -193,7 +193,7 @@ class PasteBack:
         if array.ndim == 3:
             array = array[None]
         if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
-            raise ValueError(f"generated frames must be uint8 [n, h, w, 3], got {array.dtype} {array.shape}")
+            raise InputError(f"generated frames must be uint8 [n, h, w, 3], got {array.dtype} {array.shape}")
         out = np.empty((len(array), self.height, self.width, 3), np.uint8)
         for index, frame in enumerate(array):
             out[index] = self.paste_frame(frame)

@@ -12,7 +12,7 @@ file is complete: the encoder writes to a hidden temporary file in the target fo
   silence to the video's duration, ``frames / fps``.
 * **Size.** H.264 in ``yuv420p`` needs even dimensions; an odd width or height is padded by repeating the
   last column or row (``odd_size="pad"``, default) or cropped by one (``"crop"``).
-* **Median filter** (the original's post-processing, SPEC §4.15; on in compat mode, off by default): each
+* **Median filter** (the original's post-processing, docs/spec.md §4.15; on in compat mode, off by default): each
   output value is the median of the 3 x 3 x 3 neighbourhood in (frame, row, column), per colour channel,
   with mirror padding at every border (``torch``'s ``"reflect"``: the border sample is not repeated).
   Filtering the truncated uint8 frames equals filtering the floats and then truncating (the median commutes

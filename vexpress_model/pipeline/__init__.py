@@ -1,8 +1,11 @@
 """pipeline layer of the V-Express library (see docs/ARCHITECTURE.md).
 
-``timing``         frame counts, output fps and context windows (``plan_frames``, ``context_windows``)
-``placement``      which networks sit on the compute device during each stage (``ModulePlacement``, offload)
-``sampler``        ``VExpressPipeline``: reference pass, kps features, audio tokens, windowed CFG DDIM, chunked
-                   decode; ``SamplingSettings``, ``Hooks`` (progress, cancel, dump)
-``reference_loop`` the original's per-window loop restated literally: the yardstick for tests and benchmarks only
+``timing``           frame counts, output fps and context windows (``plan_frames``, ``context_windows``)
+``hooks``            ``SamplingSettings`` and ``Hooks`` (progress, cancel, dump)
+``device_placement`` the ``Placement`` contract and ``ModulePlacement`` (which networks sit on the device per stage)
+``memory_policy``    memory budgets, windows per UNet call, keep/recompute of kps features
+``kps_features``     ``KpsFeatures`` (the guider's output as the sampler reads it per window)
+``images``           uint8 frame checks, reference image to [-1, 1], decoded floats to uint8
+``denoise``          the windowed CFG DDIM loop: ``UNetLike``, ``WindowAccumulator``, ``WindowDenoiser``
+``sampler``          ``VExpressPipeline``: the stages (reference, kps, audio, sample, decode) in order
 """

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from .config import SHIPPED_UNET_CONFIG, SHIPPED_VAE_CONFIG, UNetConfig, VExpressConstants
-from .layers import sinusoidal_position_encoding
+from ..models.config import SHIPPED_UNET_CONFIG, SHIPPED_VAE_CONFIG, UNetConfig, VExpressConstants
+from ..models.layers import sinusoidal_position_encoding
 
 logger = logging.getLogger("vexpress.models")
 
@@ -158,7 +158,7 @@ def write_random_model_folder(
     from diffusers import AutoencoderKL
     from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
-    from .loading import (
+    from ..models.loading import (
         build_audio_projection,
         build_denoising_unet,
         build_kps_guider,

@@ -1,4 +1,4 @@
-"""The original's denoising loop restated literally (SPEC §4.13, §4.14, §4.16): the yardstick for our fast loop.
+"""The original's denoising loop restated literally (docs/spec.md §4.13, §4.14, §4.16): the yardstick for our fast loop.
 
 Not used for generation. Tests compare :class:`~vexpress_model.pipeline.sampler.VExpressPipeline` against it for
 any seed, window setting, size and guidance, and ``benchmarks/`` times it side by side with the fast loop. It does
@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .sampler import DDIM_CONFIG, LATENT_SCALE, SamplingSettings
+from ..pipeline.denoise import DDIM_CONFIG
+from ..pipeline.hooks import SamplingSettings
+from ..pipeline.sampler import LATENT_SCALE
 
 
 @torch.inference_mode()

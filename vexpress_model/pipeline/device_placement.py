@@ -1,11 +1,13 @@
-"""Where the networks live while each stage of a generation runs.
+"""Where the networks live while each stage of a generation runs: the :class:`Placement` contract and the library's
+:class:`ModulePlacement`.
 
-The pipeline never moves a network itself: before each stage it calls ``placement.enter_stage(name, modules)``
-with the networks that stage needs, after it (also after an error or a cancel) ``placement.exit_stage(name,
-modules)`` if the object has that method, and ``placement.finish()`` when the caller is done with a generation.
-The default :class:`ModulePlacement` moves modules with ``Module.to``; the ComfyUI nodes substitute an object whose
-``enter_stage`` calls ``comfy.model_management.load_models_gpu`` on the matching ModelPatchers (and whose
-``exit_stage``/``finish`` may do nothing), so ComfyUI's own memory manager decides what stays resident.
+The pipeline never moves a network itself: before each stage it calls ``placement.enter_stage(name, modules,
+activation_bytes=...)`` with the networks that stage needs and the activation memory it will take on top of their
+weights, after it (also after an error or a cancel) ``placement.exit_stage(name, modules)``, and the caller calls
+``placement.finish()`` when it is done with a generation. :class:`ModulePlacement` moves modules with
+``Module.to``; the ComfyUI nodes substitute one whose ``enter_stage`` calls ``comfy.model_management.load_models_gpu``
+on the matching ModelPatchers with ``memory_required=activation_bytes`` (``nodes/memory_management.py``), so
+ComfyUI's own memory manager decides what stays resident.
 
 Stages and their networks (roles as in ``VExpressModels``):
 
@@ -34,19 +36,15 @@ logger = logging.getLogger("vexpress.pipeline")
 class Placement(Protocol):
     """Puts the networks of a stage on the compute device (and, if it wants, others off it)."""
 
-    def enter_stage(self, name: str, modules: Mapping[str, nn.Module]) -> None:
-        """Called before stage ``name`` runs; ``modules`` maps a role (``"vae"``, ...) to its network."""
-
-    def finish(self) -> None:
-        """Called when the caller is done with a generation (the CLI after writing, the nodes after decoding)."""
-
-
-@runtime_checkable
-class ExitingPlacement(Placement, Protocol):
-    """A placement that also wants to know when each stage ends (optional method)."""
+    def enter_stage(self, name: str, modules: Mapping[str, nn.Module], *, activation_bytes: int) -> None:
+        """Called before stage ``name`` runs; ``modules`` maps a role (``"vae"``, ...) to its network;
+        ``activation_bytes`` is the device memory the stage's activations need beyond the weights (0 when small)."""
 
     def exit_stage(self, name: str, modules: Mapping[str, nn.Module]) -> None:
         """Called after stage ``name`` ran, also when it raised."""
+
+    def finish(self) -> None:
+        """Called when the caller is done with a generation (the CLI after writing, the nodes after decoding)."""
 
 
 def module_device(module: nn.Module) -> torch.device | None:
@@ -79,10 +77,8 @@ class ModulePlacement:
         self.offload = offload
         self.offload_device = torch.device(offload_device)
         self._resident: dict[int, tuple[str, nn.Module]] = {}
-        self.history: list[tuple[str, tuple[str, ...]]] = []
 
-    def enter_stage(self, name: str, modules: Mapping[str, nn.Module]) -> None:
-        self.history.append((name, tuple(modules)))
+    def enter_stage(self, name: str, modules: Mapping[str, nn.Module], *, activation_bytes: int = 0) -> None:
         wanted = {id(module) for module in modules.values()}
         if self.offload:
             for key, (role, module) in list(self._resident.items()):

@@ -1,9 +1,10 @@
-"""ComfyUI's memory manager behind the library's placement hook, and ComfyUI's progress/cancel behind its callbacks.
+"""ComfyUI's memory manager behind the library's ``Placement`` contract (``pipeline/device_placement.py``).
 
-The library's pipeline calls ``placement.enter_stage(name, {role: module})`` before each stage and
-``placement.finish()`` at the end (``vexpress_model/pipeline/placement.py``). Here each network is wrapped in its
-own ``comfy.model_patcher.ModelPatcher`` (made once, by the loader node) and a stage becomes one
-``comfy.model_management.load_models_gpu([...], memory_required=..., force_full_load=True)`` call: ComfyUI frees
+The library's pipeline calls ``placement.enter_stage(name, {role: module}, activation_bytes=...)`` before each
+stage, ``placement.exit_stage(name, modules)`` after it and ``placement.finish()`` at the end. Here each network is
+wrapped in its own ``comfy.model_patcher.ModelPatcher`` (made once, by the loader node) and a stage becomes one
+``comfy.model_management.load_models_gpu([...], memory_required=activation_bytes, force_full_load=True)`` call:
+ComfyUI frees
 room for it (offloading other models, ours included, as it sees fit), moves the stage's networks to its device,
 and keeps them there until something else needs the memory, so a second run reuses them.
 
@@ -16,7 +17,7 @@ only and moved back as soon as the stage is over, so no such network stays resid
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from . import _comfy
@@ -73,18 +74,14 @@ def compute_device():
 class ComfyPlacement:
     """The library's ``Placement`` protocol over ComfyUI's model management (see the module docstring).
 
-    ``memory_required`` gives, by stage name, the activation bytes to reserve on top of the stage's weights
-    (ComfyUI evicts other models until that much is free): a mapping, or a function of the stage name such as the
-    pipeline's ``stage_memory_bytes``; ``offload`` additionally unloads the pipe's networks that a stage does not
-    use (the loader's "offload" mode, for long clips on small GPUs).
+    A stage's ``activation_bytes`` are reserved on top of its weights (ComfyUI evicts other models until that much
+    is free); ``offload`` additionally unloads the pipe's networks that a stage does not use (the loader's
+    "offload" mode, for long clips on small GPUs).
     """
 
-    def __init__(self, patchers: Mapping[str, Any], *, offload: bool = False,
-                 memory_required: Mapping[str, int] | Callable[[str], int] | None = None) -> None:
+    def __init__(self, patchers: Mapping[str, Any], *, offload: bool = False) -> None:
         self.patchers = dict(patchers)
         self.offload = offload
-        self.memory_required: Mapping[str, int] | Callable[[str], int] = memory_required or {}
-        self.history: list[tuple[str, tuple[str, ...]]] = []
         self._by_module = {id(p.model.network): p for p in self.patchers.values()}
         self._forced: list[Any] = []  # patchers moved to the device by _ensure_on_device (ComfyUI did not)
 
@@ -97,20 +94,18 @@ class ComfyPlacement:
             found.append(patcher)
         return found
 
-    def enter_stage(self, name: str, modules: Mapping[str, Any]) -> None:
+    def enter_stage(self, name: str, modules: Mapping[str, Any], *, activation_bytes: int = 0) -> None:
         mm = _comfy.model_management()
         wanted = self._patchers_for(modules)
-        self.history.append((name, tuple(modules)))
         self._release_forced(keep=wanted)
         if self.offload:
             self._unload([p for p in self.patchers.values() if all(p is not w for w in wanted)])
-        mm.load_models_gpu(wanted, memory_required=self._memory_required(name), force_full_load=True)
+        mm.load_models_gpu(wanted, memory_required=int(activation_bytes), force_full_load=True)
         for patcher in wanted:
             self._ensure_on_device(patcher)
 
-    def _memory_required(self, name: str) -> int:
-        required = self.memory_required
-        return int(required(name) if callable(required) else required.get(name, 0))
+    def exit_stage(self, name: str, modules: Mapping[str, Any]) -> None:
+        """Nothing: ComfyUI keeps a stage's networks until it needs the memory (see ``enter_stage``)."""
 
     def finish(self) -> None:
         self._release_forced(keep=[])
@@ -162,50 +157,3 @@ class ComfyPlacement:
                 break
         if unloaded:
             mm.soft_empty_cache()
-
-
-def cancel_check() -> Callable[[], None]:
-    """The pipeline's cancel callback: raises ComfyUI's InterruptProcessingException after Cancel / POST /interrupt."""
-    return _comfy.model_management().throw_exception_if_processing_interrupted
-
-
-def progress_reporter(total_hint: int, node_id: str | None = None, preview_latents: bool = True) -> Callable:
-    """The pipeline's progress callback: a ComfyUI ProgressBar over the UNet calls, with a preview frame.
-
-    The preview is the middle frame of the predicted clean latents, turned into a small picture by ComfyUI's own
-    latent previewer for SD-1.5 latents (TAESD when installed and chosen with ``--preview-method``, else the cheap
-    linear latent-to-RGB map).
-    """
-    utils = _comfy.comfy_utils()
-    bar = utils.ProgressBar(max(1, int(total_hint)), node_id=node_id)
-    previewer = _latent_previewer() if preview_latents else None
-
-    def report(done: int, total: int, preview: Any = None) -> None:
-        image = None
-        if preview is not None and previewer is not None:
-            try:
-                middle = preview.shape[2] // 2
-                image = previewer.decode_latent_to_preview_image("JPEG", preview[:, :, middle].float())
-            except Exception:
-                logger.debug("V-Express preview failed", exc_info=True)
-        bar.update_absolute(done, total, image)
-
-    return report
-
-
-def _latent_previewer():
-    try:
-        previews, formats = _comfy.latent_preview()
-        previewer = previews.get_previewer(compute_device(), formats.SD15())
-        if previewer is None:  # --preview-method none (the default): the cheap linear map still shows the motion
-            previewer = previews.Latent2RGBPreviewer(formats.SD15().latent_rgb_factors)
-        return previewer
-    except Exception:
-        logger.debug("V-Express: no latent previewer", exc_info=True)
-        return None
-
-
-def stage_progress(total: int, node_id: str | None = None) -> Callable[[int], None]:
-    """A plain ProgressBar for the non-sampling nodes (kps extraction, audio encoding): ``update(done)``."""
-    bar = _comfy.comfy_utils().ProgressBar(max(1, int(total)), node_id=node_id)
-    return lambda done: bar.update_absolute(min(int(done), bar.total), bar.total)

@@ -1,0 +1,54 @@
+"""What a caller hands the pipeline besides the data: the sampling settings and the optional callbacks (progress,
+cancel, intermediate-array dumps)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import GenerationCancelled
+
+ProgressFn = Callable[[int, int, "torch.Tensor | None"], None]
+"""``progress(done, total, preview)``: ``done`` of ``total`` UNet calls of the whole sampling; ``preview`` is the
+predicted clean latent ``[1, 4, T, h, w]`` after the last call of each step, None otherwise."""
+
+CancelFn = Callable[[], Any]
+"""Checked before every UNet call (and between kps / decode chunks). It stops the run by raising (its exception
+propagates unchanged) or by returning a true value (then :class:`GenerationCancelled` is raised)."""
+
+DumpFn = Callable[[str, np.ndarray], None]
+"""``dump(name, array)`` receives the intermediate arrays under the parity names (``init_latents``,
+``ref_latent``, ``audio_proj_output``, ``latents_step{i}``, ``latents_final``, ``video_float``,
+``frames_uint8``)."""
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """The sampling knobs of the original ``inference.py`` (its defaults)."""
+
+    num_inference_steps: int = 25
+    guidance_scale: float = 3.5
+    reference_attention_weight: float = 0.95
+    audio_attention_weight: float = 3.0
+    seed: int = 42
+
+
+@dataclass
+class Hooks:
+    """Optional callbacks; see :data:`ProgressFn`, :data:`CancelFn`, :data:`DumpFn`."""
+
+    progress: ProgressFn | None = None
+    cancel: CancelFn | None = None
+    dump: DumpFn | None = None
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel():
+            raise GenerationCancelled("generation cancelled")
+
+    def emit(self, name: str, tensor: torch.Tensor) -> None:
+        if self.dump is not None:
+            self.dump(name, tensor.detach().to("cpu", torch.float32).numpy())
