@@ -3,7 +3,7 @@ tooltip what the value means there)."""
 
 from __future__ import annotations
 
-from ..vexpress_model.options import COMPAT_MODES, FACE_DETECTORS, MAX_FPS, MEDIAN_FILTER_MODES
+from ..vexpress_model.options import COLOR_MATCH_MODES, COMPAT_MODES, FACE_DETECTORS, MAX_FPS, MEDIAN_FILTER_MODES
 from ..vexpress_model.pipeline.timing import MAX_CONTEXT_FRAMES
 from ._comfy import io
 
@@ -40,3 +40,30 @@ def context_overlap(*, tooltip: str) -> io.Int.Input:
 def face_detector(*, tooltip: str, optional: bool = False) -> io.Combo.Input:
     return io.Combo.Input("face_detector", options=list(FACE_DETECTORS), default="auto", tooltip=tooltip,
                           optional=optional)
+
+
+# The paste-back settings of PasteBack and of SaveVideo's streaming paste-back (the library's ranges and defaults).
+FEATHER_TOOLTIP = "Width of the soft edge as a fraction of the crop side; 0 is a hard edge."
+COLOR_MATCH_TOOLTIP = (
+    "Match the generated face's colours to the photo: clip (one correction for the whole clip, no flicker), "
+    "frame (each frame on its own), or off."
+)
+MAX_SIDE_TOOLTIP = "Scale the result down so its longer side is at most this many pixels (0: the photo's size)."
+
+
+def feather(*, tooltip: str = FEATHER_TOOLTIP, optional: bool = False) -> io.Float.Input:
+    from ..vexpress_model.outputs.paste_back import DEFAULT_FEATHER, MAX_FEATHER
+
+    return io.Float.Input("feather", default=DEFAULT_FEATHER, min=0.0, max=MAX_FEATHER, step=0.01, tooltip=tooltip,
+                          optional=optional)
+
+
+def color_match(*, tooltip: str = COLOR_MATCH_TOOLTIP, optional: bool = False) -> io.Combo.Input:
+    from ..vexpress_model.outputs.paste_back import DEFAULT_COLOR_MATCH
+
+    return io.Combo.Input("color_match", options=list(COLOR_MATCH_MODES), default=DEFAULT_COLOR_MATCH,
+                          tooltip=tooltip, optional=optional)
+
+
+def max_side(*, tooltip: str = MAX_SIDE_TOOLTIP, optional: bool = False) -> io.Int.Input:
+    return io.Int.Input("max_side", default=0, min=0, max=8192, tooltip=tooltip, optional=optional)

@@ -13,7 +13,16 @@ from .kps import FACE_DETECTOR_TOOLTIP, make_face_detector
 CATEGORY = "V-Express/full frame"
 # One photo has no previous frame: its face is the largest or the most confident one.
 PHOTO_FACE_LABELS = [label for label, rule in FACE_SELECTION_LABELS.items() if rule != "nearest"]
-PASTE_CHUNK_FRAMES = 16
+PASTE_CHUNK_FRAMES = 16  # full frames in memory at a time (16 x 1080p x 3 bytes is about 100 MB)
+
+
+def make_paster(original_image, crop, feather: float, color_match: str, max_side: int):
+    """The library's ``PasteBack`` for an IMAGE photo and FaceCrop's crop (max_side 0: the photo's size); shared by
+    PasteBack and SaveVideo's streaming paste-back."""
+    from ..vexpress_model.outputs.paste_back import PasteBack
+
+    photo = _types.image_to_uint8(original_image)[0]
+    return PasteBack(photo, crop, feather=float(feather), color_match=color_match, max_side=int(max_side) or None)
 
 
 class VExpressFaceCrop(io.ComfyNode):
@@ -79,8 +88,6 @@ class VExpressFaceCrop(io.ComfyNode):
 class VExpressPasteBack(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from ..vexpress_model.outputs.paste_back import COLOR_MATCH_MODES, DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
-
         return io.Schema(
             node_id="VExpressPasteBack",
             display_name="PasteBack",
@@ -88,33 +95,26 @@ class VExpressPasteBack(io.ComfyNode):
             description=(
                 "Puts generated face frames back into the full photo they were cropped from (FaceCrop): each frame "
                 "is resized to the crop, colour-matched if asked, and blended in with a soft edge. Everything "
-                "outside the crop stays the untouched photo. Works through the clip in chunks."
+                "outside the crop stays the untouched photo. Returns every full frame as one IMAGE batch; "
+                "for long clips connect the photo and the crop to SaveVideo instead, which pastes while it "
+                "writes and holds only one chunk of full frames in memory."
             ),
             inputs=[
                 io.Image.Input("images", tooltip="The generated frames (the Sampler's images)."),
                 io.Image.Input("original_image", tooltip="The photo FaceCrop cut the face from (the same image)."),
                 _types.CropType.Input("crop", tooltip="FaceCrop's crop output."),
-                io.Float.Input(
-                    "feather", default=DEFAULT_FEATHER, min=0.0, max=0.5, step=0.01,
-                    tooltip="Width of the soft edge as a fraction of the crop side; 0 is a hard edge.",
-                ),
-                io.Combo.Input(
-                    "color_match", options=list(COLOR_MATCH_MODES), default=DEFAULT_COLOR_MATCH,
-                    tooltip=(
-                        "Match the generated face's colours to the photo: clip (one correction for the whole clip, no "
-                        "flicker), frame (each frame on its own), or off."
-                    ),
-                ),
-                io.Int.Input(
-                    "max_side", default=0, min=0, max=8192,
-                    tooltip=(
-                        "Scale the result down so its longer side is at most this many pixels (0: the photo's size)."
-                    ),
-                ),
+                _widgets.feather(),
+                _widgets.color_match(),
+                _widgets.max_side(),
             ],
             outputs=[
-                io.Image.Output("full_frames", display_name="full_frames",
-                                tooltip="The full frames (even width and height), for SaveVideo."),
+                io.Image.Output(
+                    "full_frames", display_name="full_frames",
+                    tooltip=(
+                        "The full frames (even width and height), all in memory; for long clips let SaveVideo "
+                        "paste (its full_image and crop inputs)."
+                    ),
+                ),
             ],
         )
 
@@ -122,10 +122,7 @@ class VExpressPasteBack(io.ComfyNode):
     def execute(cls, images, original_image, crop, feather: float, color_match: str, max_side: int) -> io.NodeOutput:
         import torch
 
-        from ..vexpress_model.outputs.paste_back import PasteBack
-
-        photo = _types.image_to_uint8(original_image)[0]
-        paster = PasteBack(photo, crop, feather=float(feather), color_match=color_match, max_side=max_side or None)
+        paster = make_paster(original_image, crop, feather, color_match, max_side)
         width, height = paster.size
         out = torch.empty((images.shape[0], height, width, 3), dtype=torch.float32)
         for start in range(0, images.shape[0], PASTE_CHUNK_FRAMES):

@@ -356,6 +356,14 @@ class VExpressRetargetKps(io.ComfyNode):
                     "driving_kps", optional=True,
                     tooltip="Driving keypoint track (ExtractKps or LoadKps). Needed by every strategy except fix_face.",
                 ),
+                _types.CropType.Input(
+                    "crop", optional=True,
+                    tooltip=(
+                        "Full-frame portraits: FaceCrop's crop (reference_image is then FaceCrop's face_image). The "
+                        "driving face is cut out of the driving video by the same rule, on its first frame, so the "
+                        "strategies work on whole photos and videos as with the command line's --full_frame."
+                    ),
+                ),
             ],
             outputs=[
                 _types.KpsType.Output(
@@ -370,7 +378,8 @@ class VExpressRetargetKps(io.ComfyNode):
 
     @classmethod
     def execute(cls, reference_image, strategy: str, width: int, height: int, frame_count: int, fps: float,
-                compat: str, driving_kps=None) -> io.NodeOutput:
+                compat: str, driving_kps=None, crop=None) -> io.NodeOutput:
+        from ..vexpress_model.conditioning.face_crop import driving_track_for_crop
         from ..vexpress_model.conditioning.kps_sequence import kps_for_frames
         from ..vexpress_model.inputs import face_detection
         from ..vexpress_model.inputs.image import load_detection_image
@@ -379,6 +388,8 @@ class VExpressRetargetKps(io.ComfyNode):
         with make_face_detector() as detector:
             select = face_detection.reference_face_selection(compat)
             reference_kps = face_detection.detect_reference_kps(image, detector, select)
+        if strategy != "fix_face":  # fix_face follows no driving motion
+            driving_kps = driving_track_for_crop(driving_kps, crop, width, height)
         # frame_count 0 ("keep the driving track's length") is the library's None.
         track = kps_for_frames(reference_kps, driving_kps, strategy, frame_count or None, fps, width, height, compat)
         return io.NodeOutput(track, _preview(track))

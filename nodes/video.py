@@ -1,12 +1,16 @@
-"""``VExpressSaveVideo``: IMAGE frames + AUDIO + fps -> an H.264 + AAC MP4 in ComfyUI's output folder."""
+"""``VExpressSaveVideo``: IMAGE frames + AUDIO + fps -> an H.264 + AAC MP4 in ComfyUI's output folder; with a
+photo and FaceCrop's crop it pastes the face frames back into the photo chunk by chunk as it writes (the
+library's ``paste_back_chunks``), so full frames never pile up in memory."""
 
 from __future__ import annotations
 
 import json
 import os
 
+from ..vexpress_model.errors import InputError
 from . import _comfy, _types, _widgets
 from ._comfy import io, ui
+from .full_frame import PASTE_CHUNK_FRAMES, make_paster
 
 CATEGORY = "V-Express/video"
 ENCODE_CHUNK_FRAMES = 32
@@ -40,6 +44,21 @@ class VExpressSaveVideo(io.ComfyNode):
                     "crf", default=17, min=0, max=51,
                     tooltip="H.264 quality: lower is better and larger. 17 is visually lossless, 23 is x264's default.",
                 ),
+                io.Image.Input(
+                    "full_image", optional=True,
+                    tooltip=(
+                        "Full-frame portraits: the photo FaceCrop cut the face from. With crop connected too, each "
+                        "chunk of frames is pasted back into the photo while it is written (as PasteBack does), so a "
+                        "long clip never holds every full frame in memory."
+                    ),
+                ),
+                _types.CropType.Input(
+                    "crop", optional=True,
+                    tooltip="FaceCrop's crop output; with full_image connected, the frames are pasted back into it.",
+                ),
+                _widgets.feather(optional=True, tooltip=f"Paste-back only: {_widgets.FEATHER_TOOLTIP}"),
+                _widgets.color_match(optional=True, tooltip=f"Paste-back only: {_widgets.COLOR_MATCH_TOOLTIP}"),
+                _widgets.max_side(optional=True, tooltip=f"Paste-back only: {_widgets.MAX_SIDE_TOOLTIP}"),
             ],
             outputs=[
                 io.Video.Output("video", display_name="video", tooltip="The saved video file, for other video nodes."),
@@ -47,12 +66,22 @@ class VExpressSaveVideo(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, fps: float, filename_prefix: str, crf: int, audio=None) -> io.NodeOutput:
+    def execute(cls, images, fps: float, filename_prefix: str, crf: int, audio=None, full_image=None, crop=None,
+                feather: float | None = None, color_match: str | None = None, max_side: int | None = None,
+                ) -> io.NodeOutput:
         from ..vexpress_model.inputs.audio import audio_from_comfy
+        from ..vexpress_model.outputs.paste_back import DEFAULT_COLOR_MATCH, DEFAULT_FEATHER, paste_back_chunks
         from ..vexpress_model.outputs.video import write_video
 
+        if (full_image is None) != (crop is None):
+            raise InputError("SaveVideo pastes the face back only with both full_image and crop connected; "
+                             "connect the photo and FaceCrop's crop, or neither")
+        paster = None
+        if crop is not None:
+            paster = make_paster(full_image, crop, DEFAULT_FEATHER if feather is None else feather,
+                                 color_match or DEFAULT_COLOR_MATCH, max_side or 0)
         folder_paths = _comfy.folder_paths
-        height, width = int(images.shape[1]), int(images.shape[2])
+        width, height = paster.size if paster else (int(images.shape[2]), int(images.shape[1]))
         full_folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory(), width, height
         )
@@ -68,7 +97,9 @@ class VExpressSaveVideo(io.ComfyNode):
             for start in range(0, images.shape[0], ENCODE_CHUNK_FRAMES):
                 yield _types.image_to_uint8(images[start : start + ENCODE_CHUNK_FRAMES])
 
-        write_video(path, frames(), fps=float(fps), audio=sound, crf=int(crf), metadata=cls._metadata())
+        # Pasted chunk by chunk as the writer asks for frames: one chunk of full frames in memory at a time.
+        chunks = frames() if paster is None else paste_back_chunks(frames(), paster, PASTE_CHUNK_FRAMES)
+        write_video(path, chunks, fps=float(fps), audio=sound, crf=int(crf), metadata=cls._metadata())
         video = _comfy.InputImpl.VideoFromFile(path)
         return io.NodeOutput(video, ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]))
 

@@ -9,6 +9,7 @@ from vexpress_model.conditioning.face_crop import (
     FaceCrop,
     crop_image,
     crop_reference,
+    driving_track_for_crop,
     face_size_from_kps,
     kps_from_crop,
     kps_to_crop,
@@ -86,6 +87,19 @@ def test_driving_track_is_normalised_by_its_own_first_frame() -> None:
     # The motion is kept, scaled into crop pixels.
     np.testing.assert_allclose(normalised.points[3, :, 0] - normalised.points[0, :, 0], 15 * 512 / crop.size, atol=1e-3)
     assert (normalised.width, normalised.height, normalised.fps) == (512, 512, 25.0)
+
+
+def test_driving_track_for_crop_uses_the_crops_own_scale() -> None:
+    points = np.stack([ASTRONAUT_KPS * 2 + [300 + 5 * t, 100] for t in range(3)])
+    track = KpsTrack(points, fps=25.0, width=1920, height=1080)
+    crop = plan_face_crop(ASTRONAUT_KPS, 512, 512, crop_scale=2.0)
+    assert crop.crop_scale == 2.0 and crop.scaled(0.5).crop_scale == 2.0
+    expected, _ = normalise_driving_track(track, 256, 256, crop_scale=2.0)
+    np.testing.assert_array_equal(driving_track_for_crop(track, crop, 256, 256).points, expected.points)
+    default, _ = normalise_driving_track(track, 256, 256)
+    assert np.abs(expected.points - default.points).max() > 10  # a different crop scale, a different normalisation
+    assert driving_track_for_crop(track, None, 256, 256) is track
+    assert driving_track_for_crop(None, crop, 256, 256) is None
 
 
 def test_feather_mask_shape() -> None:

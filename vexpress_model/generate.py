@@ -214,8 +214,11 @@ def full_frame_reference(request: GenerationRequest, paths: Any, device: Any) ->
     return full, cropped
 
 
-def kps_sequence(request: GenerationRequest, reference_kps: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
-    """Per-frame kps [T, 3, 2] after resampling the driving track to the output frames and retargeting."""
+def kps_sequence(request: GenerationRequest, reference_kps: np.ndarray, num_frames: int, fps: float,
+                 crop: Any = None) -> np.ndarray:
+    """Per-frame kps [T, 3, 2] after resampling the driving track to the output frames and retargeting; with the
+    reference's face ``crop`` (full-frame mode) the driving face is cut out by the same rule first."""
+    from .conditioning.face_crop import driving_track_for_crop
     from .conditioning.kps_sequence import kps_for_frames
     from .inputs.kps import load_kps
 
@@ -223,11 +226,7 @@ def kps_sequence(request: GenerationRequest, reference_kps: np.ndarray, num_fram
     driving = None
     if request.retarget_strategy != "fix_face" and request.kps_path is not None:
         driving = load_kps(request.kps_path)
-        if request.full_frame:  # the driving face, cut out by the same rule as the reference face
-            from .conditioning.face_crop import normalise_driving_track
-
-            driving, _ = normalise_driving_track(driving, request.width, request.height,
-                                                 crop_scale=request.crop_scale)
+        driving = driving_track_for_crop(driving, crop, request.width, request.height)
     track = kps_for_frames(
         reference_kps, driving, request.retarget_strategy, num_frames, fps, request.width, request.height,
         request.compat,
@@ -352,7 +351,8 @@ def prepare_inputs(request: GenerationRequest, *, main: bool = True) -> Prepared
     logger.info("%d frames at %.3f fps in %d context windows", plan.num_frames, plan.fps, len(plan.windows))
     if not request.full_frame:
         reference_kps = reference_keypoints(request, paths, device)
-    sequence = kps_sequence(request, reference_kps, plan.num_frames, plan.fps)
+    sequence = kps_sequence(request, reference_kps, plan.num_frames, plan.fps,
+                            crop=cropped.crop if cropped is not None else None)
     return PreparedInputs(paths, device, dtype, reference_image, audio, waveform_16k, plan, sequence, full_image,
                           cropped)
 

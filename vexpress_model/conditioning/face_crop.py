@@ -57,7 +57,8 @@ class FaceCrop:
     """A square ``size`` x ``size`` crop at (``left``, ``top``) of a ``source_width`` x ``source_height`` image.
 
     Whole source pixels; the square may reach past the image edges (``border="pad"``), where the edge pixels
-    are repeated.
+    are repeated. ``crop_scale`` is the rule's crop side in face sizes that planned it, so a driving track can be
+    cut by the same rule (:func:`driving_track_for_crop`).
     """
 
     left: int
@@ -65,6 +66,7 @@ class FaceCrop:
     size: int
     source_width: int
     source_height: int
+    crop_scale: float = DEFAULT_CROP_SCALE
 
     def __post_init__(self) -> None:
         if self.size <= 0 or self.source_width <= 0 or self.source_height <= 0:
@@ -83,7 +85,7 @@ class FaceCrop:
         width = max(1, int(round(self.source_width * factor)))
         height = max(1, int(round(self.source_height * factor)))
         return FaceCrop(int(round(self.left * factor)), int(round(self.top * factor)),
-                        max(1, int(round(self.size * factor))), width, height)
+                        max(1, int(round(self.size * factor))), width, height, self.crop_scale)
 
     def as_dict(self) -> dict[str, int]:
         return {"left": self.left, "top": self.top, "size": self.size, "source_width": self.source_width,
@@ -131,7 +133,8 @@ def _square(centre: np.ndarray, face_size: float, width: int, height: int, crop_
         raise InputError(f"border must be one of {', '.join(BORDER_MODES)}, got {border!r}")
     if face_size < 2.0:
         raise InputError(f"the face is too small to crop ({face_size:.1f} pixels); use a larger picture of the face")
-    size = max(2, int(round(face_size * check_crop_scale(crop_scale))))
+    crop_scale = check_crop_scale(crop_scale)
+    size = max(2, int(round(face_size * crop_scale)))
     centre_x, centre_y = float(centre[0]), float(centre[1] + CENTRE_DROP * face_size)
     if border == "shift":
         size = min(size, int(width), int(height))
@@ -140,7 +143,7 @@ def _square(centre: np.ndarray, face_size: float, width: int, height: int, crop_
     if border == "shift":
         left = min(max(left, 0), int(width) - size)
         top = min(max(top, 0), int(height) - size)
-    return FaceCrop(left, top, size, int(width), int(height))
+    return FaceCrop(left, top, size, int(width), int(height), crop_scale)
 
 
 def plan_face_crop(
@@ -218,6 +221,16 @@ def normalise_driving_track(
     crop = plan_face_crop(first, source_width, source_height, crop_scale=crop_scale, border="pad")
     points = kps_to_crop(track.points, crop, width, height)
     return KpsTrack(points, fps=track.fps, width=int(width), height=int(height)), crop
+
+
+def driving_track_for_crop(track: KpsTrack | None, crop: FaceCrop | None, width: int, height: int) -> KpsTrack | None:
+    """The driving track for a reference cut out as ``crop`` (full-frame mode): normalised by the same rule and
+    crop scale (:func:`normalise_driving_track`); unchanged without a crop or a track. The CLI's ``--full_frame``
+    and the RetargetKps node both call this."""
+    if track is None or crop is None:
+        return track
+    normalised, _ = normalise_driving_track(track, width, height, crop_scale=crop.crop_scale)
+    return normalised
 
 
 @dataclass(frozen=True)
