@@ -112,7 +112,9 @@ class VExpressExtractKps(io.ComfyNode):
             inputs=[
                 io.Image.Input(
                     "images", optional=True,
-                    tooltip="Driving video frames as an IMAGE batch (e.g. from a video loader). Connect this or 'video'.",
+                    tooltip=(
+                        "Driving video frames as an IMAGE batch (e.g. from a video loader). Connect this or 'video'."
+                    ),
                 ),
                 io.Video.Input(
                     "video", optional=True,
@@ -317,7 +319,10 @@ class VExpressRetargetKps(io.ComfyNode):
             inputs=[
                 io.Image.Input(
                     "reference_image",
-                    tooltip="The portrait to animate (the first image of a batch is used); the same image as the sampler's.",
+                    tooltip=(
+                        "The portrait to animate (the first image of a batch is used); the same image as the "
+                        "sampler's."
+                    ),
                 ),
                 io.Combo.Input(
                     "strategy", options=list(RETARGET_STRATEGIES), default="fix_face",

@@ -14,6 +14,7 @@ from .full_frame import PASTE_CHUNK_FRAMES, make_paster
 
 CATEGORY = "V-Express/video"
 ENCODE_CHUNK_FRAMES = 32
+PASTE_ONLY = "Paste-back (full_image and crop connected). "
 
 
 class VExpressSaveVideo(io.ComfyNode):
@@ -33,9 +34,14 @@ class VExpressSaveVideo(io.ComfyNode):
                 io.Image.Input("images", tooltip="Video frames (e.g. from the V-Express Sampler)."),
                 io.Audio.Input(
                     "audio", optional=True,
-                    tooltip="Sound track (AudioEmbed's audio output); cut or padded to the video length. Leave empty for a silent video.",
+                    tooltip=(
+                        "Sound track (AudioEmbed's audio output); cut or padded to the video length. Leave empty for "
+                        "a silent video."
+                    ),
                 ),
-                _widgets.fps("fps", tooltip="Frame rate; connect the sampler's fps so the video lasts as long as the audio."),
+                _widgets.fps(
+                    "fps", tooltip="Frame rate; connect the sampler's fps so the video lasts as long as the audio.",
+                ),
                 io.String.Input(
                     "filename_prefix", default="vexpress/VExpress",
                     tooltip="File name prefix in the output folder; a '/' makes sub-folders. A counter is appended.",
@@ -56,9 +62,9 @@ class VExpressSaveVideo(io.ComfyNode):
                     "crop", optional=True,
                     tooltip="FaceCrop's crop output; with full_image connected, the frames are pasted back into it.",
                 ),
-                _widgets.feather(optional=True, tooltip=f"Paste-back only: {_widgets.FEATHER_TOOLTIP}"),
-                _widgets.color_match(optional=True, tooltip=f"Paste-back only: {_widgets.COLOR_MATCH_TOOLTIP}"),
-                _widgets.max_side(optional=True, tooltip=f"Paste-back only: {_widgets.MAX_SIDE_TOOLTIP}"),
+                _widgets.feather(optional=True, tooltip=PASTE_ONLY + _widgets.FEATHER_TOOLTIP),
+                _widgets.color_match(optional=True, tooltip=PASTE_ONLY + _widgets.COLOR_MATCH_TOOLTIP),
+                _widgets.max_side(optional=True, tooltip=PASTE_ONLY + _widgets.MAX_SIDE_TOOLTIP),
             ],
             outputs=[
                 io.Video.Output("video", display_name="video", tooltip="The saved video file, for other video nodes."),
