@@ -32,7 +32,9 @@ class VExpressFaceCrop(io.ComfyNode):
             ),
             inputs=[
                 io.Image.Input("image", tooltip="The photo (the first image of a batch is used); any size."),
-                _widgets.width(tooltip="Width of the crop as generated; use the sampler's (the model is trained at 512)."),
+                _widgets.width(
+                    tooltip="Width of the crop as generated; use the sampler's (the model is trained at 512).",
+                ),
                 _widgets.height(tooltip="Height of the crop as generated; use the sampler's."),
                 io.Float.Input(
                     "crop_scale", default=DEFAULT_CROP_SCALE, min=1.0, max=8.0, step=0.05,

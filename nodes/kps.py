@@ -86,7 +86,9 @@ class VExpressExtractKps(io.ComfyNode):
             inputs=[
                 io.Image.Input(
                     "images", optional=True,
-                    tooltip="Driving video frames as an IMAGE batch (e.g. from a video loader). Connect this or 'video'.",
+                    tooltip=(
+                        "Driving video frames as an IMAGE batch (e.g. from a video loader). Connect this or 'video'."
+                    ),
                 ),
                 io.Video.Input(
                     "video", optional=True,
@@ -287,7 +289,10 @@ class VExpressRetargetKps(io.ComfyNode):
             inputs=[
                 io.Image.Input(
                     "reference_image",
-                    tooltip="The portrait to animate (the first image of a batch is used); the same image as the sampler's.",
+                    tooltip=(
+                        "The portrait to animate (the first image of a batch is used); the same image as the "
+                        "sampler's."
+                    ),
                 ),
                 io.Combo.Input(
                     "strategy", options=list(RETARGET_STRATEGIES), default="fix_face",
@@ -342,13 +347,10 @@ class VExpressRetargetKps(io.ComfyNode):
     def execute(cls, reference_image, strategy: str, width: int, height: int, frame_count: int, fps: float,
                 compat: str, driving_kps=None) -> io.NodeOutput:
         from ..vexpress_model.conditioning.kps_sequence import kps_for_frames
-        from ..vexpress_model.inputs import face_detection
-        from ..vexpress_model.inputs.image import load_detection_image
+        from ..vexpress_model.inputs.face_detection import reference_kps_from_image
 
-        image = load_detection_image(_types.image_to_uint8(reference_image)[0], width, height, compat=compat)
-        with make_face_detector() as detector:
-            select = face_detection.reference_face_selection(compat)
-            reference_kps = face_detection.detect_reference_kps(image, detector, select)
+        portrait = _types.image_to_uint8(reference_image)[0]
+        reference_kps = reference_kps_from_image(portrait, width, height, compat, make_face_detector)
         # frame_count 0 ("keep the driving track's length") is the library's None.
         track = kps_for_frames(reference_kps, driving_kps, strategy, frame_count or None, fps, width, height, compat)
         return io.NodeOutput(track, _preview(track))

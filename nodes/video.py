@@ -29,9 +29,14 @@ class VExpressSaveVideo(io.ComfyNode):
                 io.Image.Input("images", tooltip="Video frames (e.g. from the V-Express Sampler)."),
                 io.Audio.Input(
                     "audio", optional=True,
-                    tooltip="Sound track (AudioEmbed's audio output); cut or padded to the video length. Leave empty for a silent video.",
+                    tooltip=(
+                        "Sound track (AudioEmbed's audio output); cut or padded to the video length. Leave empty for "
+                        "a silent video."
+                    ),
                 ),
-                _widgets.fps("fps", tooltip="Frame rate; connect the sampler's fps so the video lasts as long as the audio."),
+                _widgets.fps(
+                    "fps", tooltip="Frame rate; connect the sampler's fps so the video lasts as long as the audio."
+                ),
                 io.String.Input(
                     "filename_prefix", default="vexpress/VExpress",
                     tooltip="File name prefix in the output folder; a '/' makes sub-folders. A counter is appended.",

@@ -6,9 +6,9 @@ order, widget types and outputs, so the UI files match what the frontend itself 
 
     PYTHONPATH=. python scripts/make_example_workflows.py --url http://127.0.0.1:8188
 
-Standard library plus Pillow, numpy and this repository's library (for the thumbnails). The inputs the workflows use are in
-``example_workflows/input/`` (see ``scripts/make_example_inputs.py``); copy them into ComfyUI's ``input/``
-folder (or upload them) before running a workflow.
+Standard library plus Pillow, numpy and this repository's library (for the thumbnails). The inputs the workflows
+use are in ``example_workflows/input/`` (see ``scripts/make_example_inputs.py``); copy them into ComfyUI's
+``input/`` folder (or upload them) before running a workflow.
 """
 
 from __future__ import annotations

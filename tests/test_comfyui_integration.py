@@ -7,7 +7,8 @@ the shared tools::
 
     ../shared/tools/comfy_server.sh setup --mirror <Comfy-Org/ComfyUI git dir> --home ~/comfy
     ~/comfy/venv/bin/pip install -r requirements.txt
-    COMFYUI_PATH=~/comfy/ComfyUI COMFYUI_PYTHON=~/comfy/venv/bin/python python -m pytest tests/test_comfyui_integration.py
+    COMFYUI_PATH=~/comfy/ComfyUI COMFYUI_PYTHON=~/comfy/venv/bin/python \
+        python -m pytest tests/test_comfyui_integration.py
 
 The server runs with ``--cpu`` on 127.0.0.1 and a free port, with its own ``--base-directory`` (models, input,
 output, temp, user) in a temporary folder; it is stopped at the end.

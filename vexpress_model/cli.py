@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 
+from . import entry
 from .conditioning.face_crop import DEFAULT_CROP_SCALE
-from .errors import VExpressError
+from .entry import run_command
 from .options import (
     COLOR_MATCH_MODES,
     COMPAT_MODES,
@@ -26,10 +26,9 @@ from .options import (
 )
 from .outputs.paste_back import DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
 
-logger = logging.getLogger("vexpress.cli")
-
-EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
+# The exit codes of every command line (entry.py); kept here for scripts that import them from the CLI.
+EXIT_USER_ERROR = entry.EXIT_USER_ERROR
+EXIT_INTERRUPTED = entry.EXIT_INTERRUPTED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     inputs = parser.add_argument_group("inputs and output")
     inputs.add_argument("--reference_image_path", required=True,
                         help="portrait image (a face-centred square crop; any photo with --full_frame)")
-    inputs.add_argument("--audio_path", required=True, help="speech audio: mp3, wav, flac, m4a/aac or ogg, any sample rate")
+    inputs.add_argument("--audio_path", required=True,
+                        help="speech audio: mp3, wav, flac, m4a/aac or ogg, any sample rate")
     inputs.add_argument("--kps_path", default="",
                         help="driving keypoint track (.pth original format, or .npz/.json); not needed for fix_face")
     inputs.add_argument("--reference_kps_path", default="",
@@ -125,25 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="context windows per UNet call (0: as many as the memory budget allows)")
     runtime.add_argument("--compile", action="store_true", help="torch.compile the denoising UNet")
     runtime.add_argument("--do_multi_devices_inference", action="store_true",
-                         help="accepted for compatibility; the original does not split work either, so one device is used")
+                         help="accepted for compatibility; the original does not split work either, so one device "
+                              "is used")
     runtime.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    from .generate import request_from_cli_args, run_generation
 
-    try:
-        request = request_from_cli_args(args)
-        output = run_generation(request)
-    except VExpressError as error:
-        # One line, so that scripts and logs keep the whole message together.
-        print("error: " + " ".join(part.strip() for part in str(error).splitlines() if part.strip()), file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted: no video was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    print(output)
-    return 0
+    def work() -> None:
+        from .generate import request_from_cli_args, run_generation
+
+        print(run_generation(request_from_cli_args(args)))
+
+    return run_command(work, log_level=logging.WARNING if args.quiet else logging.INFO,
+                       interrupted_message="interrupted: no video was written")

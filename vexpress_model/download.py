@@ -106,7 +106,9 @@ def wav2vec2_files(folder: Path | str) -> list[PlannedFile]:
     return [
         PlannedFile(RemoteFile(WAV2VEC2_REPO, "config.json"), folder / "config.json"),
         PlannedFile(RemoteFile(WAV2VEC2_REPO, "preprocessor_config.json"), folder / "preprocessor_config.json"),
-        PlannedFile(RemoteFile(WAV2VEC2_REPO, "model.safetensors"), folder / "model.safetensors", ("pytorch_model.bin",)),
+        PlannedFile(
+            RemoteFile(WAV2VEC2_REPO, "model.safetensors"), folder / "model.safetensors", ("pytorch_model.bin",)
+        ),
     ]
 
 

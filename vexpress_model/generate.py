@@ -280,13 +280,12 @@ def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> 
 
     if request.reference_kps_path is not None:
         return load_reference_kps(request.reference_kps_path)
-    from .inputs.face_detection import detect_reference_kps, reference_face_selection
-    from .inputs.image import load_detection_image
+    from .inputs.face_detection import reference_kps_from_image
 
-    image = load_detection_image(request.reference_image, request.width, request.height, request.compat)
-    with _face_detector(request, paths, device) as detector:  # closed at once: its session holds device memory
-        select = reference_face_selection(request.compat)
-        return detect_reference_kps(image, detector, select, name=f"reference image {request.reference_image}")
+    return reference_kps_from_image(
+        request.reference_image, request.width, request.height, request.compat,
+        lambda: _face_detector(request, paths, device), name=f"reference image {request.reference_image}",
+    )
 
 
 def full_frame_reference(request: GenerationRequest, paths: Any, device: Any) -> tuple[np.ndarray, Any]:
@@ -432,12 +431,9 @@ def run_generation(request: GenerationRequest) -> Path:
         window_batch_size=request.window_batch_size,
         compile_unet=request.compile_unet,
     )
-    settings = SamplingSettings(
-        num_inference_steps=request.num_inference_steps,
-        guidance_scale=request.guidance_scale,
-        reference_attention_weight=request.reference_attention_weight,
-        audio_attention_weight=request.audio_attention_weight,
-        seed=request.seed,
+    settings = SamplingSettings.from_values(
+        request.num_inference_steps, request.guidance_scale, request.reference_attention_weight,
+        request.audio_attention_weight, request.seed,
     )
     progress, close_bar = _progress_bar(request.show_progress)
     hooks = Hooks(progress=progress, dump=dump)

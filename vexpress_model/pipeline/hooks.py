@@ -3,6 +3,7 @@ cancel, intermediate-array dumps)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import GenerationCancelled
+from ..errors import GenerationCancelled, InputError
 
 ProgressFn = Callable[[int, int, "torch.Tensor | None"], None]
 """``progress(done, total, preview)``: ``done`` of ``total`` UNet calls of the whole sampling; ``preview`` is the
@@ -35,6 +36,26 @@ class SamplingSettings:
     reference_attention_weight: float = 0.95
     audio_attention_weight: float = 3.0
     seed: int = 42
+
+    @classmethod
+    def from_values(
+        cls,
+        num_inference_steps: Any,
+        guidance_scale: Any,
+        reference_attention_weight: Any,
+        audio_attention_weight: Any,
+        seed: Any,
+    ) -> SamplingSettings:
+        """Settings from a front end's values (command-line flags, node widgets), as numbers of the right kind;
+        an InputError names a value that is not a finite number or a step count below 1."""
+        settings = cls(int(num_inference_steps), float(guidance_scale), float(reference_attention_weight),
+                       float(audio_attention_weight), int(seed))
+        if settings.num_inference_steps < 1:
+            raise InputError(f"num_inference_steps must be at least 1, got {settings.num_inference_steps}")
+        for name in ("guidance_scale", "reference_attention_weight", "audio_attention_weight"):
+            if not math.isfinite(getattr(settings, name)):
+                raise InputError(f"{name} must be a finite number, got {getattr(settings, name)}")
+        return settings
 
 
 @dataclass
