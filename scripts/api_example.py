@@ -21,6 +21,20 @@ What it does, step by step (every step is a plain HTTP call, see the functions b
 
 Press Ctrl+C to cancel: the script then sends ``POST /interrupt`` for its prompt. Exit codes: 0 done, 2 rejected
 (invalid graph), 3 failed while running, 4 timed out or cancelled, 5 server unreachable.
+
+**Many clips over several servers** (``--jobs``): give ``--url`` once per ComfyUI server and a jobs file, JSON Lines
+with one object per clip::
+
+    {"upload": ["ann.png", "ann.mp3"], "set": {"4.image": "ann.png", "2.audio": "ann.mp3"}, "out": "results/ann"}
+
+(``upload``: files to put into the server's ``input/`` folder; ``set``: inputs to change, values as JSON;
+``out``: folder for the downloads, default ``<--out>/job<line>``; the command line's ``--upload`` and ``--set`` apply
+to every job first). Each server gets one job at a time from a shared queue (ComfyUI runs one prompt at a time),
+so faster servers take more jobs; a server that cannot be reached hands its job back to the others. A results
+manifest (``<jobs>.results.jsonl`` unless ``--results``; the same records as ``python -m vexpress_model.batch``:
+``job`` = line number, ``status`` done/failed, ``output``, ``seconds``, ``error``) is written as jobs finish, a
+failing job is recorded while the others go on, and running the same command again skips the jobs recorded as
+done whose output still exists. Exit code 0 when every job is done, 3 when some failed, 2 for an unusable jobs file.
 """
 
 from __future__ import annotations
@@ -29,7 +43,9 @@ import argparse
 import json
 import mimetypes
 import os
+import queue as queue_module
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -189,15 +205,142 @@ def run(base: str, graph: dict[str, Any], out_dir: str | Path, timeout: float = 
     return [download(base, item, out_dir) for item in output_files(entry)]
 
 
+# ------------------------------------------------------------------------------------ many jobs, many servers
+
+
+def read_jobs(path: str | Path) -> list[tuple[int, dict[str, Any] | None, str | None]]:
+    """``(line number, job, error)`` for every job line of a jobs file (blank and ``#`` lines skipped)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ComfyError(f"cannot read the jobs file {path}: {exc}", 2) from None
+    jobs: list[tuple[int, dict[str, Any] | None, str | None]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            job = json.loads(line)
+        except ValueError as exc:
+            jobs.append((number, None, f"{path}, line {number}: not JSON ({exc})"))
+            continue
+        unknown = set(job) - {"upload", "set", "out"} if isinstance(job, dict) else {"(not an object)"}
+        if unknown:
+            jobs.append((number, None, f"{path}, line {number}: unknown keys {sorted(unknown)}; use upload, set, out"))
+        else:
+            jobs.append((number, job, None))
+    if not jobs:
+        raise ComfyError(f"the jobs file {path} holds no jobs", 2)
+    return jobs
+
+
+class Manifest:
+    """The results manifest (JSON Lines), appended as jobs finish; the records of ``vexpress_model.batch``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def append(self, job: int, status: str, output: str, seconds: float, error: str | None) -> None:
+        record = {"job": job, "status": status, "output": output, "seconds": round(seconds, 3), "error": error}
+        with self._lock, self.path.open("a", encoding="utf-8") as file:
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def done_jobs(self) -> set[int]:
+        """Jobs recorded as done whose output still exists."""
+        done = set()
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a crash
+                if record.get("status") == "done" and record.get("output") and Path(record["output"]).exists():
+                    done.add(record["job"])
+        return done
+
+
+def run_job(base: str, graph: dict[str, Any], job: dict[str, Any], uploads: list[str], assignments: list[str],
+            out_dir: Path, timeout: float) -> list[Path]:
+    """One job on one server: its uploads, its inputs set on a copy of the graph, queue, wait, download."""
+    graph = json.loads(json.dumps(graph))
+    for path in [*uploads, *job.get("upload", [])]:
+        upload(base, path)
+    for assignment in assignments:
+        set_input(graph, assignment)
+    for target, value in job.get("set", {}).items():
+        set_input(graph, f"{target}={json.dumps(value)}")
+    return run(base, graph, out_dir, timeout)
+
+
+def run_jobs(urls: list[str], graph: dict[str, Any], jobs_path: str, args: argparse.Namespace) -> int:
+    """Spread the jobs over the servers (one worker thread per server, one shared queue); returns the exit code."""
+    jobs = read_jobs(jobs_path)
+    manifest = Manifest(args.results or Path(jobs_path).with_suffix(".results.jsonl"))
+    done = manifest.done_jobs()
+    pending: queue_module.Queue = queue_module.Queue()
+    for item in jobs:
+        if item[0] not in done:
+            pending.put(item)
+    print(f"{jobs_path}: {len(jobs)} jobs, {len(done & {n for n, _, _ in jobs})} already done, {pending.qsize()} "
+          f"to run on {len(urls)} servers; results in {manifest.path}", flush=True)
+
+    def record(number: int, url: str, started: float, output: str, error: str | None) -> None:
+        seconds = time.monotonic() - started
+        manifest.append(number, "failed" if error else "done", output, seconds, error)
+        verdict = f"failed after {seconds:.1f} s: {error}" if error else f"done in {seconds:.1f} s: {output}"
+        print(f"job {number} on {url}: {verdict}", flush=True)
+
+    def worker(url: str) -> None:
+        while True:
+            try:
+                number, job, error = pending.get_nowait()
+            except queue_module.Empty:
+                return
+            started = time.monotonic()
+            out_dir = Path(job.get("out") or Path(args.out) / f"job{number}") if job else Path(args.out)
+            if error is not None or job is None:
+                record(number, url, started, "", error)
+                continue
+            try:
+                files = run_job(url, graph, job, args.upload, args.set, out_dir, args.timeout)
+            except ComfyError as exc:
+                if exc.exit_code == 5:  # this server is gone: its job goes back to the others
+                    pending.put((number, job, None))
+                    print(f"{url} cannot be reached; its jobs go to the other servers", file=sys.stderr, flush=True)
+                    return
+                record(number, url, started, str(out_dir), str(exc))
+                continue
+            record(number, url, started, str(files[0] if files else out_dir), None)
+
+    threads = [threading.Thread(target=worker, args=(url,), daemon=True) for url in urls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    while not pending.empty():  # every server was unreachable
+        number, _, _ = pending.get_nowait()
+        manifest.append(number, "failed", "", 0.0, "no server could be reached")
+    missing = sorted({n for n, _, _ in jobs} - manifest.done_jobs())
+    if missing:
+        print(f"{len(missing)} of {len(jobs)} jobs not done (lines {', '.join(map(str, missing))}); see "
+              f"{manifest.path}; run the same command again to retry them", file=sys.stderr)
+        return 3
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workflow", help="an API-format workflow (e.g. example_workflows/api/*.json)")
-    parser.add_argument("--url", default=os.environ.get("COMFY_URL", "http://127.0.0.1:8188"), help="ComfyUI address")
+    parser.add_argument("--url", action="append", default=[], help="ComfyUI address (default $COMFY_URL or "
+                        "http://127.0.0.1:8188); give it once per server to spread --jobs over several servers")
     parser.add_argument("--upload", action="append", default=[], metavar="FILE", help="file to put into input/")
     parser.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE", help="change an input")
     parser.add_argument("--out", default="output", help="folder for the downloaded files (default: ./output)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the result")
+    parser.add_argument("--jobs", help="jobs file (JSON Lines) to run over all --url servers; see the docstring")
+    parser.add_argument("--results", help="results manifest for --jobs (default: <jobs>.results.jsonl)")
     args = parser.parse_args(argv)
+    urls = args.url or [os.environ.get("COMFY_URL", "http://127.0.0.1:8188")]
 
     try:
         graph = json.loads(Path(args.workflow).read_text())
@@ -205,12 +348,14 @@ def main(argv: list[str] | None = None) -> int:
             raise ComfyError(
                 f"{args.workflow} is a UI-format workflow; use its API-format copy (example_workflows/api/)", 2
             )
+        if args.jobs:
+            return run_jobs(urls, graph, args.jobs, args)
         for path in args.upload:
-            print(f"uploaded {path} as {upload(args.url, path)}")
+            print(f"uploaded {path} as {upload(urls[0], path)}")
         for assignment in args.set:
             set_input(graph, assignment)
         started = time.monotonic()
-        files = run(args.url, graph, args.out, args.timeout)
+        files = run(urls[0], graph, args.out, args.timeout)
     except ComfyError as error:
         print(f"error: {error}", file=sys.stderr)
         if error.details:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
-from . import entry
 from .conditioning.face_crop import DEFAULT_CROP_SCALE
-from .entry import run_command
+from .entry import EXIT_INTERRUPTED, EXIT_USER_ERROR, one_line, run_command, setup_logging
+from .errors import InputError, ProcessFailedError, VExpressError
 from .options import (
     COLOR_MATCH_MODES,
     COMPAT_MODES,
@@ -25,15 +27,27 @@ from .options import (
     RETARGET_STRATEGIES,
 )
 from .outputs.paste_back import DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
+from .pipeline.distributed import DEFAULT_TIMEOUT_S
 
-# The exit codes of every command line (entry.py); kept here for scripts that import them from the CLI.
-EXIT_USER_ERROR = entry.EXIT_USER_ERROR
-EXIT_INTERRUPTED = entry.EXIT_INTERRUPTED
+EXIT_FAILED = 1  # a process of a torchrun launch failed for another reason than a bad input
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m vexpress_model",
+
+class _RaisingParser(argparse.ArgumentParser):
+    """A parser whose errors are exceptions (InputError) instead of a usage message and exit: for the flags of
+    one job among many (``vexpress_model.batch``), where one bad job must not end the others."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(message)
+
+
+def build_parser(*, inputs_required: bool = True, for_jobs: bool = False, prog: str = "python -m vexpress_model"
+                 ) -> argparse.ArgumentParser:
+    """The command line's flags. ``inputs_required`` False: the input paths may be left out (the batch command
+    line, whose jobs give them); ``for_jobs``: errors raise InputError instead of exiting."""
+    parser_class = _RaisingParser if for_jobs else argparse.ArgumentParser
+    parser = parser_class(
+        prog=prog,
         description="Generate a lip-synced talking-head video (H.264 + AAC) from a portrait and a speech recording.",
     )
     models = parser.add_argument_group("model files (default: the released layout under --model_dir)")
@@ -54,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="never download missing weights; report what goes where instead")
 
     inputs = parser.add_argument_group("inputs and output")
-    inputs.add_argument("--reference_image_path", required=True,
+    inputs.add_argument("--reference_image_path", required=inputs_required,
                         help="portrait image (a face-centred square crop; any photo with --full_frame)")
-    inputs.add_argument("--audio_path", required=True,
+    inputs.add_argument("--audio_path", required=inputs_required,
                         help="speech audio: mp3, wav, flac, m4a/aac or ogg, any sample rate")
     inputs.add_argument("--kps_path", default="",
                         help="driving keypoint track (.pth original format, or .npz/.json); not needed for fix_face")
@@ -125,19 +139,85 @@ def build_parser() -> argparse.ArgumentParser:
                          help="context windows per UNet call (0: as many as the memory budget allows)")
     runtime.add_argument("--compile", action="store_true", help="torch.compile the denoising UNet")
     runtime.add_argument("--do_multi_devices_inference", action="store_true",
-                         help="accepted for compatibility; the original does not split work either, so one device "
-                              "is used")
+                         help="accepted for compatibility; to split the work over several GPUs start the command "
+                              "with torchrun (README: Several GPUs and machines)")
+    runtime.add_argument("--dist_timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                         help="under torchrun: seconds the processes wait for each other before giving up "
+                              f"(default {DEFAULT_TIMEOUT_S:.0f})")
     runtime.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .pipeline.distributed import torchrun_launch
+
+    try:
+        launch = torchrun_launch()
+    except VExpressError as error:
+        print("error: " + one_line(error), file=sys.stderr)
+        return EXIT_USER_ERROR
+    quiet = args.quiet or (launch is not None and not launch.is_main)  # progress and logs once, from rank 0
+    setup_logging(logging.WARNING if quiet else logging.INFO)
+    if launch is not None:
+        return main_distributed(args, launch)
 
     def work() -> None:
-        from .generate import request_from_cli_args, run_generation
+        from .generate import run_generation
+        from .request import request_from_cli_args
 
         print(run_generation(request_from_cli_args(args)))
 
-    return run_command(work, log_level=logging.WARNING if args.quiet else logging.INFO,
-                       interrupted_message="interrupted: no video was written")
+    return run_command(work, interrupted_message="interrupted: no video was written")
+
+
+def main_distributed(args: argparse.Namespace, launch: Any) -> int:
+    """The command under torchrun: one clip over all processes (see ``pipeline.distributed``).
+
+    Messages: a failure agreed on by all processes (a bad input anywhere) is printed once, by rank 0; a failure of
+    this process's own work is printed by it, naming its rank; a process stopped because another failed (a
+    collective lost its peers, or torchrun's SIGTERM) says so in a line that is not an ``error:``.
+    """
+    from .generate import run_generation
+    from .pipeline.distributed import (
+        DistributedRun,
+        Terminated,
+        is_collective_failure,
+        process_device,
+        raise_on_sigterm,
+        record_error_for_torchrun,
+    )
+    from .request import request_from_cli_args
+
+    raise_on_sigterm()
+    name = launch.name()
+    try:
+        request = request_from_cli_args(args)
+        request.device = process_device(request.device, launch)
+        if not launch.is_main:
+            request.show_progress = False
+        with DistributedRun(launch, request.device, timeout_s=args.dist_timeout) as run:
+            output = run_generation(request, distributed=run)
+    except ProcessFailedError as error:
+        if launch.is_main:
+            print("error: " + one_line(error), file=sys.stderr)
+        return EXIT_USER_ERROR if error.user_error else EXIT_FAILED
+    except VExpressError as error:
+        record_error_for_torchrun(error)
+        print(f"error: {name}: " + one_line(error), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (Terminated, KeyboardInterrupt):
+        print(f"{name} stopped: torchrun ended the run (another process failed or it was interrupted); "
+              "no video was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        if is_collective_failure(error):
+            print(f"{name} stopped: lost the other processes ({one_line(error)[:300]}); the process that failed "
+                  "first reports the cause; no video was written", file=sys.stderr)
+            return EXIT_FAILED
+        record_error_for_torchrun(error)
+        print(f"error: {name} failed: {type(error).__name__}: {one_line(error)}", file=sys.stderr)
+        return EXIT_FAILED
+    if output is not None:
+        print(output)
+    return 0

@@ -20,7 +20,7 @@ EXIT_INTERRUPTED = 130
 
 def one_line(error: BaseException) -> str:
     """The error's message on one line, so that scripts and logs keep it together."""
-    return " ".join(part.strip() for part in str(error).splitlines() if part.strip())
+    return " ".join(part.strip() for part in str(error).splitlines() if part.strip()) or type(error).__name__
 
 
 def setup_logging(level: int, log_format: str = "%(message)s") -> None:

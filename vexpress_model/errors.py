@@ -40,3 +40,19 @@ class CheckpointMismatchError(ModelFolderError):
 
 class GenerationCancelled(Exception):
     """The caller's cancel callback asked the pipeline to stop (not a user error: the command line exits 130)."""
+
+
+class DistributedSetupError(VExpressError):
+    """A torchrun launch cannot run: bad environment variables, a device that does not fit, no process group."""
+
+
+class ProcessFailedError(VExpressError):
+    """A phase of a torchrun launch failed on some process; every process raises this with that process's message.
+
+    ``rank`` is the first failing process; ``user_error`` whether the cause was a :class:`VExpressError` there.
+    """
+
+    def __init__(self, message: str, *, rank: int, user_error: bool) -> None:
+        super().__init__(message)
+        self.rank = rank
+        self.user_error = user_error

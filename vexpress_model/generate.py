@@ -14,139 +14,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .conditioning.face_crop import DEFAULT_CROP_SCALE
 from .errors import InputError, ModelFolderError
 from .models.paths import VEXPRESS_FILES
 from .options import STRATEGIES_WITH_DRIVING_KPS
-from .outputs.paste_back import DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
+from .request import GenerationRequest, request_from_cli_args
+
+__all__ = ["GenerationRequest", "request_from_cli_args", "run_generation"]
 
 logger = logging.getLogger("vexpress.generate")
-
-
-@dataclass
-class GenerationRequest:
-    """Everything one generation needs; the defaults are the user manual's."""
-
-    reference_image: Path
-    audio: Path
-    output: Path
-    model_dir: Path | None = Path("./model_ckpts")
-    # Single-part overrides (None: found under model_dir): unet_config, vae, wav2vec2, insightface_root and the
-    # five checkpoint files by their ModelPaths names.
-    path_overrides: dict[str, Path] = field(default_factory=dict)
-    kps_path: Path | None = None
-    reference_kps_path: Path | None = None
-    retarget_strategy: str = "no_retarget"
-    width: int = 512
-    height: int = 512
-    fps: float = 30.0
-    seed: int = 42
-    num_inference_steps: int = 25
-    guidance_scale: float = 3.5
-    context_frames: int = 24
-    context_overlap: int = 4
-    reference_attention_weight: float = 1.0
-    audio_attention_weight: float = 1.0
-    num_pad_audio_frames: int = 2
-    test_stage: str = "stage_3"
-    compat: str = "fixed"
-    median_filter: bool | None = None  # None: on in compat="original" only, as the original always filters
-    crf: int = 17
-    device: str = "auto"
-    gpu_id: int = 0
-    dtype: str = "auto"
-    offload: bool = False
-    window_batch_size: int | None = None
-    compile_unet: bool = False
-    download: bool = True
-    dump_dir: Path | None = None
-    show_progress: bool = True
-    face_detector: str = "auto"  # auto, insightface or mediapipe (inputs/face_backends.py)
-    # Full-frame mode: the face is cut out of the reference image, generated at width x height and pasted back
-    # into the full-resolution image (conditioning/face_crop.py, outputs/paste_back.py). reference_kps_path and
-    # face_box are then in the reference image's own pixels.
-    full_frame: bool = False
-    face_box: tuple[float, float, float, float] | None = None
-    crop_scale: float = DEFAULT_CROP_SCALE
-    crop_border: str = "pad"
-    feather: float = DEFAULT_FEATHER
-    color_match: str = DEFAULT_COLOR_MATCH
-    max_side: int | None = None
-
-
-def request_from_cli_args(args: Any) -> GenerationRequest:
-    """The command line's namespace (``cli.build_parser``) as a request."""
-    overrides: dict[str, Path] = {}
-    for flag, name in (
-        ("unet_config_path", "unet_config"),
-        ("vae_path", "vae"),
-        ("audio_encoder_path", "wav2vec2"),
-        ("insightface_model_path", "insightface_root"),
-        *((f"{n}_path", n) for n in VEXPRESS_FILES),
-    ):
-        value = getattr(args, flag, None)
-        if value:
-            overrides[name] = Path(value)
-    if args.do_multi_devices_inference:
-        logger.warning("--do_multi_devices_inference: the work is not split across devices; running on one device")
-    return GenerationRequest(
-        reference_image=Path(args.reference_image_path),
-        audio=Path(args.audio_path),
-        output=Path(args.output_path),
-        model_dir=Path(args.model_dir) if args.model_dir else None,
-        path_overrides=overrides,
-        kps_path=Path(args.kps_path) if args.kps_path else None,
-        reference_kps_path=Path(args.reference_kps_path) if args.reference_kps_path else None,
-        retarget_strategy=args.retarget_strategy,
-        width=args.image_width,
-        height=args.image_height,
-        fps=args.fps,
-        seed=args.seed,
-        num_inference_steps=args.num_inference_steps,
-        guidance_scale=args.guidance_scale,
-        context_frames=args.context_frames,
-        context_overlap=args.context_overlap,
-        reference_attention_weight=args.reference_attention_weight,
-        audio_attention_weight=args.audio_attention_weight,
-        num_pad_audio_frames=args.num_pad_audio_frames,
-        test_stage=args.test_stage,
-        compat=args.compat,
-        median_filter={"auto": None, "on": True, "off": False}[args.median_filter],
-        crf=args.crf,
-        device=args.device,
-        gpu_id=args.gpu_id,
-        dtype=args.dtype,
-        offload=args.save_gpu_memory,
-        window_batch_size=args.window_batch_size or None,
-        compile_unet=args.compile,
-        download=not args.no_download,
-        dump_dir=Path(args.dump_dir) if args.dump_dir else None,
-        show_progress=not args.quiet,
-        face_detector=args.face_detector,
-        full_frame=args.full_frame,
-        face_box=_parse_box(args.face_box) if args.face_box else None,
-        crop_scale=args.crop_scale,
-        crop_border=args.crop_border,
-        feather=args.feather,
-        color_match=args.color_match,
-        max_side=args.max_side or None,
-    )
-
-
-def _parse_box(text: str) -> tuple[float, float, float, float]:
-    try:
-        values = tuple(float(part) for part in text.replace(" ", "").split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 4:
-        raise InputError(f"--face_box must be four numbers x1,y1,x2,y2 (reference image pixels), got {text!r}")
-    return values  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------------------------- checks
@@ -158,8 +39,9 @@ def _require_file(path: Path | None, what: str, fix: str) -> Path:
     return Path(path)
 
 
-def check_request(request: GenerationRequest) -> None:
-    """Everything that can be checked in milliseconds, before any model is touched."""
+def check_request(request: GenerationRequest, *, writes_output: bool = True) -> None:
+    """Everything that can be checked in milliseconds, before any model is touched. ``writes_output`` False: the
+    output path is not checked (the processes of a distributed run other than rank 0 never write)."""
     from .outputs.video import check_output_path
 
     _require_file(request.reference_image, "reference image", "check --reference_image_path")
@@ -377,24 +259,32 @@ def _progress_bar(enabled: bool) -> tuple[Callable[[int, int, Any], None] | None
     return progress, bar.close
 
 
-def run_generation(request: GenerationRequest) -> Path:
-    """Generate the video for ``request``; returns the written path."""
-    import torch
+@dataclass
+class PreparedInputs:
+    """What a generation needs besides the networks, read and checked before any of them is loaded."""
 
-    from .conditioning.kps_images import draw_kps_images, kps_image_source
+    paths: Any  # ModelPaths
+    device: Any  # torch.device
+    dtype: Any  # torch.dtype
+    reference_image: np.ndarray  # uint8 [H, W, 3]
+    audio: Any  # DecodedAudio, as read (the video gets this audio)
+    waveform_16k: np.ndarray  # mono 16 kHz [N]
+    plan: Any  # FramePlan
+    kps_sequence: np.ndarray  # [T, 3, 2] pixels
+    full_image: np.ndarray | None = None  # full-frame mode: the whole picture the face is pasted back into
+    cropped: Any = None  # full-frame mode: CroppedReference (the crop and its kps)
+
+
+def prepare_inputs(request: GenerationRequest, *, main: bool = True) -> PreparedInputs:
+    """Checks, model paths, device, and every input file read and turned into conditions (face detection
+    included). ``main`` False: a process that does not write (see :func:`check_request`)."""
     from .inputs.audio import decode_audio, to_mono_16k
     from .inputs.image import load_reference_image
-    from .models import load_vexpress_models
-    from .outputs.video import VideoWriter
-    from .pipeline.hooks import Hooks, SamplingSettings
-    from .pipeline.sampler import VExpressPipeline
     from .pipeline.timing import plan_frames
 
-    check_request(request)
+    check_request(request, writes_output=main)
     paths = locate_models(request)
     device, dtype = choose_device_and_dtype(request.device, request.gpu_id, request.dtype)
-    dump = _ArrayDump(request.dump_dir) if request.dump_dir is not None else None
-
     full_image = cropped = None
     if request.full_frame:
         full_image, cropped = full_frame_reference(request, paths, device)
@@ -411,18 +301,60 @@ def run_generation(request: GenerationRequest) -> Path:
     if not request.full_frame:
         reference_kps = reference_keypoints(request, paths, device)
     sequence = kps_sequence(request, reference_kps, plan.num_frames, plan.fps)
-    kps_images = kps_image_source(sequence, request.width, request.height)
-    if dump is not None:
-        dump("kps_sequence", sequence.astype(np.float32))
-        dump("kps_images", draw_kps_images(request.height, request.width, sequence))
+    return PreparedInputs(paths, device, dtype, reference_image, audio, waveform_16k, plan, sequence, full_image,
+                          cropped)
 
-    models = load_vexpress_models(paths, dtype, "cpu" if request.offload else device)
+
+def load_models(request: GenerationRequest, inputs: PreparedInputs) -> Any:
+    """The networks for ``request`` on its device (on the CPU with offload), its test stage applied."""
+    from .models import load_vexpress_models
+
+    models = load_vexpress_models(inputs.paths, inputs.dtype, "cpu" if request.offload else inputs.device)
     if request.num_pad_audio_frames != models.constants.num_pad_audio_frames:
         raise InputError(
             f"--num_pad_audio_frames {request.num_pad_audio_frames} does not fit these weights, which were trained "
             f"with {models.constants.num_pad_audio_frames}; leave it at the default"
         )
     apply_test_stage(models.denoising_unet, request.test_stage)
+    return models
+
+
+def run_generation(
+    request: GenerationRequest, *, distributed: Any = None, model_cache: Any = None
+) -> Path | None:
+    """Generate the video for ``request``; returns the written path (None on the ranks of a distributed run
+    that do not write).
+
+    ``distributed``: a :class:`~vexpress_model.pipeline.distributed.DistributedRun` (torchrun): the windows of
+    every step and the decode are split over its processes and rank 0 writes the video; each phase before the
+    sampling ends with every process agreeing that it succeeded, so that a bad input seen by any of them stops all
+    of them, before the networks are loaded. ``model_cache`` (``batch.ModelCache``) keeps the networks loaded
+    between calls: ``model_cache.get(request, inputs)`` instead of :func:`load_models`.
+    """
+    import torch
+
+    from .conditioning.kps_images import draw_kps_images, kps_image_source
+    from .outputs.video import VideoWriter
+    from .pipeline.audio_input import Waveform16k
+    from .pipeline.gather import decode_gathered
+    from .pipeline.hooks import Hooks, SamplingSettings
+    from .pipeline.sampler import VExpressPipeline
+
+    main = distributed is None or distributed.is_main
+
+    def phase(work: Callable[[], Any]) -> Any:
+        return work() if distributed is None else distributed.run_phase(work)
+
+    inputs: PreparedInputs = phase(lambda: prepare_inputs(request, main=main))
+    dump = _ArrayDump(request.dump_dir) if request.dump_dir is not None and main else None
+    plan = inputs.plan
+    kps_images = kps_image_source(inputs.kps_sequence, request.width, request.height)
+    if dump is not None:
+        dump("kps_sequence", inputs.kps_sequence.astype(np.float32))
+        dump("kps_images", draw_kps_images(request.height, request.width, inputs.kps_sequence))
+
+    models = phase(lambda: model_cache.get(request, inputs) if model_cache else load_models(request, inputs))
+    device = inputs.device
     pipeline = VExpressPipeline(
         models,
         device=device,
@@ -430,25 +362,43 @@ def run_generation(request: GenerationRequest) -> Path:
         offload=request.offload,
         window_batch_size=request.window_batch_size,
         compile_unet=request.compile_unet,
+        process_group=None if distributed is None else distributed.group,
     )
     settings = SamplingSettings.from_values(
         request.num_inference_steps, request.guidance_scale, request.reference_attention_weight,
         request.audio_attention_weight, request.seed,
     )
-    progress, close_bar = _progress_bar(request.show_progress)
+    progress, close_bar = _progress_bar(request.show_progress and main)
     hooks = Hooks(progress=progress, dump=dump)
     median_filter = request.compat == "original" if request.median_filter is None else request.median_filter
     try:
-        frames = pipeline.generate(reference_image, kps_images, waveform_16k, plan, settings, hooks)
-        if cropped is not None:
+        if distributed is None:
+            audio = Waveform16k(inputs.waveform_16k)
+            frames = pipeline.generate(inputs.reference_image, kps_images, audio, plan, settings, hooks)
+        else:
+            # Every process computes the reference pass, the kps features and the audio tokens itself rather than
+            # receiving them from rank 0: they cost less than one denoising step (benchmarks/bench_distributed.py,
+            # "prep"), every process needs them at once, and a broadcast of the reference bank and kps features
+            # would move hundreds of MB per clip while the others wait. The initial noise comes from the seed on
+            # every process. Identical inputs, code and device type give identical values.
+            reference = pipeline.encode_reference(inputs.reference_image, hooks)
+            kps = pipeline.encode_kps(kps_images, plan.num_frames, hooks)
+            tokens = pipeline.encode_audio(inputs.waveform_16k, plan.num_frames, hooks=hooks)
+            latents = pipeline.sample(reference, kps, tokens, plan.windows, settings, hooks)
+            frames = decode_gathered(pipeline, latents, distributed.group, hooks=hooks)
+        if inputs.cropped is not None and main:
             from .outputs.paste_back import PasteBack, paste_back_chunks
 
-            paster = PasteBack(full_image, cropped.crop, feather=request.feather, color_match=request.color_match,
-                               max_side=request.max_side)
+            paster = PasteBack(inputs.full_image, inputs.cropped.crop, feather=request.feather,
+                               color_match=request.color_match, max_side=request.max_side)
             frames = paste_back_chunks(frames, paster)
+        if not main:
+            for _ in frames:  # the other ranks decode and send their chunks while this runs
+                pass
+            return None
         # The original muxes the audio file as it is (not the 16 kHz copy) and cuts it to the video.
         with VideoWriter(
-            request.output, plan.fps, audio=(audio.waveform, audio.sample_rate), crf=request.crf,
+            request.output, plan.fps, audio=(inputs.audio.waveform, inputs.audio.sample_rate), crf=request.crf,
             median_filter=median_filter,
         ) as writer:
             for chunk in frames:

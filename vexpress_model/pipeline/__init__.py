@@ -8,4 +8,8 @@
 ``images``           uint8 frame checks, reference image to [-1, 1], decoded floats to uint8
 ``denoise``          the windowed CFG DDIM loop: ``UNetLike``, ``WindowAccumulator``, ``WindowDenoiser``
 ``sampler``          ``VExpressPipeline``: the stages (reference, kps, audio, sample, decode) in order
+``reference_loop``   see ``vexpress_model.testing`` (the original's loop restated: tests and benchmarks only)
+``distributed``      a torchrun launch: process group, device per process, phases agreed by all ranks
+``sharding``         which windows and decode chunks each process of a distributed run takes
+``gather``           the distributed decode, gathered to rank 0 in frame order in chunks
 """

@@ -54,6 +54,7 @@ from .hooks import Hooks, SamplingSettings
 from .images import all_frames_equal, as_uint8_frames, frames_to_uint8, reference_image_tensor
 from .kps_features import KpsFeatures
 from .memory_policy import DEVICE_CONDITION_BUDGET_BYTES, MemoryPolicy, balanced_batches
+from .sharding import local_windows
 from .timing import FramePlan, frame_window_counts
 
 logger = logging.getLogger("vexpress.pipeline")
@@ -327,8 +328,8 @@ class VExpressPipeline:
     # ---------------------------------------------------------------------------------------------- sampling
 
     def _local_windows(self, windows: tuple[range, ...]) -> tuple[range, ...]:
-        """The windows this process evaluates: all of them without a process group (the sharding is issue 11)."""
-        return windows
+        """The windows this process evaluates: all of them, or its share of the process group's (``.sharding``)."""
+        return local_windows(windows, self.process_group)
 
     def initial_noise(self, num_frames: int, latent_hw: tuple[int, int], seed: int) -> torch.Tensor:
         """The original's initial latents: the first draw of a freshly seeded CPU generator, in the run dtype.
