@@ -7,16 +7,13 @@ passes a waveform; the ComfyUI sampler passes the features AudioEmbed computed).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from ..errors import InputError
-
-if TYPE_CHECKING:
-    from .hooks import Hooks
-    from .sampler import VExpressPipeline
+from .hooks import Hooks
 
 
 @dataclass(frozen=True)
@@ -57,8 +54,20 @@ def as_audio_input(audio: AudioInput | np.ndarray | torch.Tensor) -> AudioInput:
     )
 
 
+class AudioStages(Protocol):
+    """The audio stages of ``VExpressPipeline`` that an input may still need."""
+
+    def encode_audio(self, waveform_16k: np.ndarray | torch.Tensor, num_frames: int, *,
+                     hooks: Hooks | None = None) -> torch.Tensor: ...
+
+    def audio_tokens(self, features: np.ndarray | torch.Tensor, num_frames: int,
+                     hooks: Hooks | None = None) -> torch.Tensor: ...
+
+    def project_audio(self, audio_windows: np.ndarray | torch.Tensor, hooks: Hooks | None = None) -> torch.Tensor: ...
+
+
 def audio_tokens_for(
-    pipeline: VExpressPipeline, audio: AudioInput | np.ndarray | torch.Tensor, num_frames: int, hooks: Hooks
+    pipeline: AudioStages, audio: AudioInput | np.ndarray | torch.Tensor, num_frames: int, hooks: Hooks
 ) -> torch.Tensor:
     """Audio tokens ``[T, n, D]`` for ``num_frames`` frames, running the audio stages ``audio`` still needs."""
     audio = as_audio_input(audio)
