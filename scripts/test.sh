@@ -2,8 +2,9 @@
 # Installs everything the tests need and runs the whole test suite (arguments go to pytest, e.g.
 # `bash scripts/test.sh tests/test_cli.py -q`). Works on a fresh Linux machine with only Python >= 3.10.
 #
-# * ./.venv: CPU torch from the local wheel and this package with its test extra; runs every test not marked
-#   `comfyui`.
+# * ./.venv: torch==2.13.0 as pip resolves it (a local CPU wheel on the project's machines; the CUDA build from
+#   PyPI elsewhere unless TORCH_INDEX_URL names the CPU index) and this package with its test extra; runs every
+#   test not marked `comfyui`.
 # * With a ComfyUI checkout (../shared/comfyui/ComfyUI beside the repository, as in CI, or $COMFYUI_PATH), also
 #   ./.venv-comfy (scripts/comfy_env.sh: the torch trio ComfyUI runs with, its requirements, Playwright) and
 #   Chromium for the browser test (Debian's `chromium`, installed with apt-get when missing and running as
@@ -16,7 +17,7 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
+.venv/bin/python -m pip install --quiet --disable-pip-version-check ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.13.0
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 .venv/bin/python -m ruff check .
 

@@ -228,8 +228,15 @@ def test_incomplete_model_folder(good_args, capsys, tiny_model_dir, tmp_path):
     broken = tmp_path / "model_ckpts"
     shutil.copytree(tiny_model_dir, broken)
     (broken / "v-express" / "motion_module.bin").unlink()
-    message = run_bad(good_args, capsys, **{"--model_dir": str(broken)})
-    assert "motion_module" in message
+    # Missing model files are the one multi-line message: a table of the files, then the ways to get them.
+    argv = [part for key, value in {**good_args, "--model_dir": str(broken)}.items()
+            for part in ((key, value) if value else (key,))]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == "error: 2 V-Express model file(s) are missing and downloading is off:"
+    assert lines[2].split()[0] == "motion_module.bin" and str(broken / "v-express" / "motion_module.bin") in lines[2]
+    assert "git clone" in lines[-2] and "--no_download" in lines[-1] and "Traceback" not in "".join(lines)
+    assert not Path(good_args["--output_path"]).parent.exists()
 
 
 def test_silent_audio_is_valid(good_args, media_dir, tmp_path, caplog):

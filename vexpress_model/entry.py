@@ -1,8 +1,9 @@
 """What every command line of the package does around its work: log setup, one-line error messages and exit codes.
 
 ``run_command(work, log_level=..., log_format=...)`` runs ``work()`` and returns the process exit code: its own
-result on success, 2 (``EXIT_USER_ERROR``) for a :class:`~vexpress_model.errors.VExpressError`, printed as one line
-``error: ...`` on stderr, and 130 (``EXIT_INTERRUPTED``) for Ctrl-C or a cancelled generation.
+result on success; 2 (``EXIT_USER_ERROR``) for a :class:`~vexpress_model.errors.VExpressError`, printed as one
+line ``error: ...`` on stderr (a missing-model-files table keeps its lines); 130 (``EXIT_INTERRUPTED``) for Ctrl-C
+or a cancelled generation.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from .errors import GenerationCancelled, VExpressError
+from .errors import GenerationCancelled, MissingModelFilesError, VExpressError
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
@@ -40,6 +41,9 @@ def run_command(
     setup_logging(log_level, log_format)
     try:
         result = work()
+    except MissingModelFilesError as error:
+        print(f"error: {error}", file=sys.stderr)  # a table of files and the ways to get them: several lines
+        return EXIT_USER_ERROR
     except VExpressError as error:
         print("error: " + one_line(error), file=sys.stderr)
         return EXIT_USER_ERROR

@@ -3,7 +3,6 @@ cancel, intermediate-array dumps)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import GenerationCancelled, InputError
+from ..errors import GenerationCancelled
+from ..validation import require_finite, require_inference_steps
 
 ProgressFn = Callable[[int, int, "torch.Tensor | None"], None]
 """``progress(done, total, preview)``: ``done`` of ``total`` UNet calls of the whole sampling; ``preview`` is the
@@ -47,15 +47,15 @@ class SamplingSettings:
         seed: Any,
     ) -> SamplingSettings:
         """Settings from a front end's values (command-line flags, node widgets), as numbers of the right kind;
-        an InputError names a value that is not a finite number or a step count below 1."""
-        settings = cls(int(num_inference_steps), float(guidance_scale), float(reference_attention_weight),
-                       float(audio_attention_weight), int(seed))
-        if settings.num_inference_steps < 1:
-            raise InputError(f"num_inference_steps must be at least 1, got {settings.num_inference_steps}")
+        checked as every ``SamplingSettings`` is."""
+        return cls(int(num_inference_steps), float(guidance_scale), float(reference_attention_weight),
+                   float(audio_attention_weight), int(seed))
+
+    def __post_init__(self) -> None:
+        # NaN passes every range check: a NaN weight gives a black video, a NaN scale turns guidance off.
+        require_inference_steps(self.num_inference_steps)
         for name in ("guidance_scale", "reference_attention_weight", "audio_attention_weight"):
-            if not math.isfinite(getattr(settings, name)):
-                raise InputError(f"{name} must be a finite number, got {getattr(settings, name)}")
-        return settings
+            require_finite(getattr(self, name), name)
 
 
 @dataclass
