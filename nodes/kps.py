@@ -16,6 +16,7 @@ from ._comfy import io, ui
 CATEGORY = "V-Express/kps"
 KPS_EXTENSIONS = (".pth", ".pt", ".npz", ".json")
 PREVIEW_MAX_SIDE = 256
+CAPTION_HEIGHT = 48
 COMPAT_TOOLTIP = (
     "fixed: corrected math (default). original: reproduce the original V-Express code exactly, bugs included "
     "(for parity with its published results)."
@@ -27,6 +28,31 @@ def _preview(track) -> object:
     from ..vexpress_model.conditioning.kps_images import draw_kps_preview
 
     return _types.uint8_to_image(draw_kps_preview(track.points, track.width, track.height, PREVIEW_MAX_SIDE))
+
+
+def _saved_card(track, caption: str) -> object:
+    """The first frame of the track drawn as a V-Kps image with ``caption`` written under it: IMAGE [1, H, W, 3]."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    from ..vexpress_model.conditioning.kps_images import draw_kps_preview
+
+    frame = draw_kps_preview(track.points[:1], track.width, track.height, PREVIEW_MAX_SIDE)[0]
+    width = max(frame.shape[1], PREVIEW_MAX_SIDE)
+    card = Image.new("RGB", (width, frame.shape[0] + CAPTION_HEIGHT), (24, 26, 32))
+    card.paste(Image.fromarray(frame), ((width - frame.shape[1]) // 2, 0))
+    draw = ImageDraw.Draw(card)
+    try:
+        font = ImageFont.load_default(size=12)
+    except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
+        font = ImageFont.load_default()
+    draw.multiline_text((6, frame.shape[0] + 6), _wrap(caption, width // 7), fill=(235, 235, 235), font=font)
+    return _types.uint8_to_image(np.asarray(card)[None])
+
+
+def _wrap(text: str, columns: int) -> str:
+    """``text`` broken into lines of at most ``columns`` characters (file names have no spaces to break at)."""
+    return "\n".join(text[start : start + columns] for start in range(0, len(text), columns))
 
 
 def _insightface_roots() -> list[str]:
@@ -265,7 +291,11 @@ class VExpressSaveKps(io.ComfyNode):
         else:
             save_kps(path, kps)
         shown = f"{subfolder}/{file}" if subfolder else file
-        return io.NodeOutput(ui=ui.PreviewText(f"{shown} ({kps.num_frames} frames)"))
+        text = f"{shown} ({kps.num_frames} frames)"
+        # The stock frontend draws no text output on a node, but it draws images: the card shows the track's first
+        # frame with the saved name under it. The text stays in the UI dict for API clients.
+        card = ui.PreviewImage(_saved_card(kps, f"saved {text}"), cls=cls)
+        return io.NodeOutput(ui={**card.as_dict(), "text": (text,)})
 
 
 # -------------------------------------------------------------------------------------------------- retarget

@@ -117,30 +117,36 @@ class LoadVExpressModels(io.ComfyNode):
 
     @classmethod
     def execute(cls, model: str, dtype: str, offload: str, download_missing: bool) -> io.NodeOutput:
-        from ..vexpress_model.download import ensure_files, plan_for_missing
+        from ..vexpress_model.download import locate_or_download, plan_for_missing
         from ..vexpress_model.models.loading import load_vexpress_models, resolve_dtype
         from .memory_management import make_patchers
         from .progress import stage_progress
 
         model_dir = _model_dir(model)
-        paths = _resolve(model_dir)
-        if paths.missing() or paths.insightface_root is None:
-            plan = plan_for_missing(
+
+        def plan_missing(paths):
+            return plan_for_missing(
                 paths,
                 vexpress_dir=str(paths.vexpress_dir or model_dir),
                 vae_dir=os.path.join(folders.roots(folders.VAE)[0], "sd-vae-ft-mse"),
                 wav2vec2_dir=os.path.join(folders.roots(folders.TRANSFORMERS)[0], "facebook", "wav2vec2-base-960h"),
                 insightface_root=folders.roots(folders.INSIGHTFACE)[0] if download_missing else None,
             )
-            if plan:
-                bar = stage_progress(1000)
-                ensure_files(
-                    plan,
-                    download=download_missing,
-                    progress=lambda done, total, _label: bar(int(1000 * done / total) if total else 0),
-                )
-                paths = _resolve(model_dir)
-        paths.require()
+
+        bars: list = []  # a progress bar only once a download runs
+
+        def progress(done: int, total: int, _label: str) -> None:
+            if not bars:
+                bars.append(stage_progress(1000))
+            bars[0](int(1000 * done / total) if total else 0)
+
+        paths = locate_or_download(
+            lambda: _resolve(model_dir),
+            plan_missing,
+            download=download_missing,
+            progress=progress,
+            hints=["Turn on download_missing to fetch them, or put each file at the path shown."],
+        )
 
         torch_dtype = _auto_dtype() if dtype == "auto" else resolve_dtype(dtype)
         mm = _comfy.model_management()

@@ -123,12 +123,12 @@ class VExpressSampler(io.ComfyNode):
         from ..vexpress_model.conditioning.kps_images import kps_image_source
         from ..vexpress_model.conditioning.kps_sequence import kps_for_frames
         from ..vexpress_model.inputs.image import load_reference_image
-        from ..vexpress_model.outputs.video import median_filtered_chunks
+        from ..vexpress_model.outputs.median_filter import median_filter_enabled, median_filtered_chunks
         from ..vexpress_model.pipeline.hooks import Hooks, SamplingSettings
         from ..vexpress_model.pipeline.sampler import VExpressPipeline
         from ..vexpress_model.pipeline.timing import context_windows
         from .memory_management import ComfyPlacement, compute_device
-        from .progress import cancel_check, progress_reporter
+        from .progress import cancel_check, progress_reporter, stage_progress
 
         num_frames = audio_embeds.num_frames
         fps = audio_embeds.fps
@@ -160,13 +160,15 @@ class VExpressSampler(io.ComfyNode):
             # uint8 as the library writes them (rounded; truncated in compat "original"), then IMAGE floats,
             # filled chunk by chunk into one preallocated batch.
             decoded = pipeline.decode(latents, output="uint8", hooks=hooks)
-            if median_filter == "on" or (median_filter == "auto" and compat == "original"):
+            if median_filter_enabled(median_filter, compat):
                 decoded = median_filtered_chunks(decoded)
             images = torch.empty((num_frames, height, width, 3), dtype=torch.float32)
             done = 0
+            decode_progress = stage_progress(num_frames)  # after sampling: decoding (+ filter) in frames
             for chunk in decoded:
                 images[done : done + len(chunk)] = _types.uint8_to_image(chunk)
                 done += len(chunk)
+                decode_progress(done)
         finally:
             pipeline.finish()
         return io.NodeOutput(images, float(fps))

@@ -3,7 +3,7 @@
 
 Usage (ComfyUI running at http://127.0.0.1:8188, the V-Express pack installed, weights in place)::
 
-    python scripts/api_example.py example_workflows/api/vexpress_any_audio_fix_face.json \\
+    python scripts/api_example.py "example_workflows/api/V-Express 2 - Any speech, still head (fix_face).json" \\
         --upload my_portrait.png --upload my_speech.mp3 \\
         --set 4.image=my_portrait.png --set 2.audio=my_speech.mp3 --set 6.steps=20 \\
         --out results/

@@ -12,7 +12,8 @@ Everything is either public domain or generated here:
 * ``vexpress_speech.wav`` / ``vexpress_speech_long.mp3`` -- English sentences spoken by the espeak-ng
   synthesiser, resampled to 16 kHz mono.
 * ``vexpress_driving.mp4`` -- a 3 s driving clip made from the same portrait by a slow synthetic head motion
-  (shift, tilt and zoom of the crop): "the same person", for ``no_retarget``.
+  (shift, tilt and zoom of the crop), with the first 3 s of the speech as its AAC audio track: "the same
+  person", for ``no_retarget`` (the README's same-person commands run on it as written).
 * ``vexpress_landscape.jpg`` -- the same portrait as an ordinary 960x540 landscape photo with the face off-centre
   (right of the middle): the portrait, scaled down, on a backdrop made by smearing its own edge pixels outwards and
   blurring them. For the full-frame example (FaceCrop -> ... -> PasteBack) and ``--full_frame``.
@@ -138,6 +139,32 @@ def driving_video(path: Path, image: np.ndarray, seconds: float = 3.0, fps: int 
             container.mux(packet)
 
 
+def add_audio_track(path: Path, audio: np.ndarray, rate: int = 16000) -> None:
+    """Remux ``path`` (video packets copied unchanged) with ``audio`` cut to the video's length as AAC, so that
+    ``extract_kps --audio_save_path`` works on the example as the README's same-person scenario runs it."""
+    import av
+
+    temporary = path.with_name(f".{path.name}.partial.mp4")
+    with av.open(str(path)) as source, av.open(str(temporary), "w") as target:
+        video_in = source.streams.video[0]
+        video_out = target.add_stream_from_template(video_in)
+        seconds = float(video_in.duration * video_in.time_base)
+        clip = np.zeros(int(round(seconds * rate)), np.float32)
+        clip[: min(len(clip), len(audio))] = audio[: len(clip)]
+        audio_out = target.add_stream("aac", rate=rate)
+        audio_out.layout = "mono"
+        audio_out.bit_rate = 48000
+        for packet in source.demux(video_in):
+            if packet.dts is not None:
+                packet.stream = video_out
+                target.mux(packet)
+        frame = av.AudioFrame.from_ndarray(clip[None], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)
+        for packet in [*audio_out.encode(frame), *audio_out.encode(None)]:
+            target.mux(packet)
+    temporary.replace(path)
+
+
 def other_person_track(seconds: float = 6.0, fps: int = 30) -> np.ndarray:
     """[T, 3, 2] kps (eye on the image left, eye on the image right, nose) of a wider face, in 512x512 pixels."""
     t = np.arange(int(seconds * fps)) / fps
@@ -160,9 +187,11 @@ def main() -> int:
     Image.fromarray(image).save(OUT / "vexpress_portrait.jpg", quality=88, optimize=True)
     shipped = np.asarray(Image.open(OUT / "vexpress_portrait.jpg").convert("RGB"))
     Image.fromarray(landscape(shipped)).save(OUT / "vexpress_landscape.jpg", quality=80, optimize=True)
-    write_wav(OUT / "vexpress_speech.wav", speak(SHORT_TEXT))
+    speech = speak(SHORT_TEXT)
+    write_wav(OUT / "vexpress_speech.wav", speech)
     write_mp3(OUT / "vexpress_speech_long.mp3", speak(LONG_TEXT))
     driving_video(OUT / "vexpress_driving.mp4", image)
+    add_audio_track(OUT / "vexpress_driving.mp4", speech)
 
     import torch
 

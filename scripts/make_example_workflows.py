@@ -1,12 +1,14 @@
 """Regenerate ``example_workflows/`` (UI format + thumbnails) and ``example_workflows/api/`` (API format).
 
-The five scenarios of the V-Express user manual, each as one graph description below, are written in both formats
-from the node definitions of a running ComfyUI with this pack installed (``/object_info`` gives every node's input
-order, widget types and outputs, so the UI files match what the frontend itself would save)::
+The five scenarios of the V-Express user manual and a full-frame portrait, each as one graph description below, are
+written in both formats from the node definitions of a running ComfyUI with this pack installed (``/object_info``
+gives every node's input order, widget types and outputs, so the UI files match what the frontend itself would
+save). The file name is the title the Templates browser shows::
 
     PYTHONPATH=. python scripts/make_example_workflows.py --url http://127.0.0.1:8188
 
-Standard library plus Pillow, numpy and this repository's library (for the thumbnails). The inputs the workflows use are in
+Standard library plus Pillow, numpy and this repository's library (for the thumbnails). The inputs the workflows use
+are in
 ``example_workflows/input/`` (see ``scripts/make_example_inputs.py``); copy them into ComfyUI's ``input/``
 folder (or upload them) before running a workflow.
 """
@@ -27,6 +29,21 @@ OUT = REPO / "example_workflows"
 PACK_VERSION = "0.1.0"
 PACK_ID = "comfyui-vexpress"
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+# One frame rate for every example, the same as the nodes' default and the original V-Express (30 fps).
+FPS = 30.0
+# Layout: five columns 400 units apart (nodes are 360 wide). Room is reserved below the widgets of the nodes that
+# show a picture or a player (the frontend draws it inside the node), so no preview ever lies under another node.
+COLUMNS = (0, 400, 800, 1200, 1600)
+NODE_WIDTH = 360
+PREVIEW_HEIGHT = {"LoadImage": 300, "LoadVideo": 300, "LoadAudio": 60, "VExpressSampler": 380,
+                  "VExpressSaveVideo": 380, "VExpressSaveKps": 220}
+RETARGET_Y_WITH_DRIVING = 640
+# The Note goes under the audio column, below whatever else is there; the bottom right corner of the window stays
+# free for the frontend's minimap.
+NOTE_SIZE = (360, 260)
+NOTE_GAP = 60
+# The scale the workflow opens at: the whole graph (about 1960 x 1000 units) fits a 1600 x 1000 window.
+VIEW = {"scale": 0.75, "offset": [40, 100]}
 
 
 @dataclass
@@ -41,7 +58,7 @@ class Node:
 
 @dataclass
 class Scenario:
-    name: str
+    name: str  # the file name, which the Templates browser shows as the card's title
     title: str
     note: str
     nodes: list[Node]
@@ -52,20 +69,23 @@ def _common(strategy: str, *, audio: str = "vexpress_speech.wav", driving: int |
     retarget_links = {"reference_image": (4, 0), "frame_count": (3, 2), "fps": (3, 3)}
     if driving is not None:
         retarget_links["driving_kps"] = (driving, 0)
+    # Columns in data-flow order: inputs, audio (+ driving video), kps, sampler, video. With a driving track the
+    # kps column holds its nodes above RetargetKps.
+    retarget_y = RETARGET_Y_WITH_DRIVING if driving is not None else 0
     return [
-        Node(1, "LoadVExpressModels", (0, 0),
+        Node(1, "LoadVExpressModels", (COLUMNS[0], 0),
              {"model": "V-Express", "dtype": "auto", "offload": offload, "download_missing": False}),
-        Node(2, "LoadAudio", (0, 260), {"audio": audio}),
-        Node(3, "VExpressAudioEmbed", (420, 60), {"fps": 25.0}, {"pipe": (1, 0), "audio": (2, 0)}),
-        Node(4, "LoadImage", (0, 480), {"image": "vexpress_portrait.jpg"}),
-        Node(6, "VExpressRetargetKps", (840, 380),
-             {"strategy": strategy, "width": 512, "height": 512, "compat": "fixed"}, retarget_links),
-        Node(7, "VExpressSampler", (1260, 0),
+        Node(2, "LoadAudio", (COLUMNS[0], 240), {"audio": audio}),
+        Node(3, "VExpressAudioEmbed", (COLUMNS[1], 0), {"fps": FPS}, {"pipe": (1, 0), "audio": (2, 0)}),
+        Node(4, "LoadImage", (COLUMNS[0], 500), {"image": "vexpress_portrait.jpg"}),
+        Node(6, "VExpressRetargetKps", (COLUMNS[2], retarget_y),
+             {"strategy": strategy, "width": 512, "height": 512, "fps": FPS, "compat": "fixed"}, retarget_links),
+        Node(7, "VExpressSampler", (COLUMNS[3], 0),
              {"width": 512, "height": 512, "steps": 25, "guidance_scale": 3.5, "seed": 42,
               "reference_attention_weight": ref_weight, "audio_attention_weight": audio_weight,
               "context_frames": 24, "context_overlap": 4, "compat": "fixed", "median_filter": "auto"},
              {"pipe": (1, 0), "reference_image": (4, 0), "kps": (6, 0), "audio_embeds": (3, 0)}),
-        Node(8, "VExpressSaveVideo", (1680, 0), {"filename_prefix": f"vexpress/{prefix}", "crf": 17},
+        Node(8, "VExpressSaveVideo", (COLUMNS[4], 0), {"fps": FPS, "filename_prefix": f"vexpress/{prefix}", "crf": 17},
              {"images": (7, 0), "audio": (3, 1), "fps": (7, 1)}),
     ]
 
@@ -73,19 +93,20 @@ def _common(strategy: str, *, audio: str = "vexpress_speech.wav", driving: int |
 def scenarios() -> list[Scenario]:
     same_person = _common("no_retarget", driving=5, prefix="same_person")
     same_person += [
-        Node(9, "LoadVideo", (0, 880), {"file": "vexpress_driving.mp4"}),
-        Node(5, "VExpressExtractKps", (420, 640), {"fps": 25.0, "face": "largest"}, {"video": (9, 0)}),
-        Node(10, "VExpressSaveKps", (840, 800), {"filename_prefix": "vexpress/driving_kps", "format": "npz"},
+        Node(9, "LoadVideo", (COLUMNS[1], 240), {"file": "vexpress_driving.mp4"}),
+        Node(5, "VExpressExtractKps", (COLUMNS[2], 0), {"fps": FPS, "face": "largest"}, {"video": (9, 0)}),
+        Node(10, "VExpressSaveKps", (COLUMNS[2], 230), {"filename_prefix": "vexpress/driving_kps", "format": "npz"},
              {"kps": (5, 0)}),
     ]
     other_person = _common("offset_retarget", driving=5, prefix="other_person")
     other_person.append(
-        Node(5, "VExpressLoadKps", (420, 640), {"kps_file": "vexpress_driving_other_kps.pth", "fps_if_unknown": 30.0})
+        Node(5, "VExpressLoadKps", (COLUMNS[2], 0),
+             {"kps_file": "vexpress_driving_other_kps.pth", "fps_if_unknown": FPS})
     )
     full_frame = _full_frame(_common("fix_face", prefix="full_frame"))
     return [
         Scenario(
-            "vexpress_same_person_no_retarget",
+            "V-Express 1 - Same person, driving video (no_retarget)",
             "Same person: driving video + no_retarget",
             "Scenario 1 (best quality): a portrait of A and a talking video of A. ExtractKps follows A's head in the "
             "driving video; RetargetKps uses the track as it is (no_retarget). SaveKps keeps the track for later "
@@ -93,21 +114,21 @@ def scenarios() -> list[Scenario]:
             same_person,
         ),
         Scenario(
-            "vexpress_any_audio_fix_face",
+            "V-Express 2 - Any speech, still head (fix_face)",
             "Any audio: fix_face",
             "Scenario 2: a portrait and any speech. The face stays where it is (fix_face); only the mouth and "
             "expression follow the audio. No driving video needed.",
             _common("fix_face", prefix="fix_face"),
         ),
         Scenario(
-            "vexpress_other_person_offset_retarget",
+            "V-Express 3 - Head motion of another person (offset_retarget)",
             "Other person: offset_retarget",
             "Scenario 3: a portrait of A and the head motion of B. LoadKps reads B's track (here in the original "
             "V-Express kps.pth format); offset_retarget moves A's face as B's head moves.",
             other_person,
         ),
         Scenario(
-            "vexpress_custom_attention_weights",
+            "V-Express 4 - Stronger lip motion (attention 0.95, 3.0)",
             "Custom attention weights 0.95 / 3.0",
             "Scenario 4: stronger lip motion. reference_attention_weight 0.95 and audio_attention_weight 3.0 (the "
             "original script's defaults) make the mouth move more; 1.0 / 1.0 (the trained values, this pack's "
@@ -115,7 +136,7 @@ def scenarios() -> list[Scenario]:
             _common("fix_face", ref_weight=0.95, audio_weight=3.0, prefix="attention_0.95_3.0"),
         ),
         Scenario(
-            "vexpress_long_audio_offload",
+            "V-Express 5 - Long speech on a small GPU (offload)",
             "Long audio with offload",
             "Scenario 5: a long clip on a small GPU. The loader's offload mode takes every network off the GPU as "
             "soon as its stage is done and keeps the conditioning in system memory, so the peak VRAM does not grow "
@@ -123,7 +144,7 @@ def scenarios() -> list[Scenario]:
             _common("fix_face", audio="vexpress_speech_long.mp3", offload="offload", prefix="long_audio"),
         ),
         Scenario(
-            "vexpress_full_frame_portrait",
+            "V-Express 6 - Whole photo, face off-centre (FaceCrop, PasteBack)",
             "Full-frame portrait: FaceCrop + PasteBack",
             "Scenario 6: an ordinary photo, the person off-centre. FaceCrop cuts the face out as the square, "
             "face-centred crop the model was trained on; the crop is animated (fix_face) and PasteBack blends it "
@@ -140,13 +161,13 @@ def _full_frame(nodes: list[Node]) -> list[Node]:
     by_id[6].links["reference_image"] = (5, 0)
     by_id[7].links["reference_image"] = (5, 0)
     by_id[8].links["images"] = (9, 0)
-    by_id[8].pos = (1680, 420)
     return [
         *nodes,
-        Node(5, "VExpressFaceCrop", (420, 480),
+        Node(5, "VExpressFaceCrop", (COLUMNS[1], 240),
              {"width": 512, "height": 512, "crop_scale": 3.4, "border": "pad", "face": "largest",
               "face_detector": "auto"}, {"image": (4, 0)}),
-        Node(9, "VExpressPasteBack", (1680, 0), {"feather": 0.1, "color_match": "clip", "max_side": 0},
+        # Under RetargetKps: SaveVideo keeps the top of the last column, clear of the frontend's minimap.
+        Node(9, "VExpressPasteBack", (COLUMNS[2], 380), {"feather": 0.1, "color_match": "clip", "max_side": 0},
              {"images": (7, 0), "original_image": (4, 0), "crop": (5, 1)}),
     ]
 
@@ -248,7 +269,7 @@ def to_ui(scenario: Scenario, object_info: dict[str, Any]) -> dict[str, Any]:
             "id": node.id,
             "type": node.cls,
             "pos": list(node.pos),
-            "size": [360, 46 + 26 * rows],
+            "size": [NODE_WIDTH, 46 + 26 * rows + PREVIEW_HEIGHT.get(node.cls, 0)],
             "flags": {},
             "order": order.index(node.id),
             "mode": 0,
@@ -265,8 +286,10 @@ def to_ui(scenario: Scenario, object_info: dict[str, Any]) -> dict[str, Any]:
         for slot, output in enumerate(ui_node["outputs"]):
             output["links"] = outputs_links.get((ui_node["id"], slot), [])
     note_id = max(by_id) + 1
+    column = [n for n in ui_nodes if n["pos"][0] == COLUMNS[1]]
+    note_pos = [COLUMNS[1], max(n["pos"][1] + n["size"][1] for n in column) + NOTE_GAP if column else 0]
     ui_nodes.append({
-        "id": note_id, "type": "Note", "pos": [1260, 560], "size": [420, 180], "flags": {}, "order": len(order),
+        "id": note_id, "type": "Note", "pos": note_pos, "size": list(NOTE_SIZE), "flags": {}, "order": len(order),
         "mode": 0, "inputs": [], "outputs": [], "properties": {}, "color": "#432", "bgcolor": "#653",
         "widgets_values": [f"{scenario.title}\n\n{scenario.note}\n\nInputs: example_workflows/input/ of the "
                            "V-Express pack (copy them into ComfyUI's input folder)."],
@@ -280,31 +303,63 @@ def to_ui(scenario: Scenario, object_info: dict[str, Any]) -> dict[str, Any]:
         "links": links,
         "groups": [],
         "config": {},
-        "extra": {"ds": {"scale": 0.75, "offset": [40, 40]}},
+        "extra": {"ds": dict(VIEW)},
         "version": 0.4,
     }
 
 
-def thumbnail(scenario: Scenario, path: Path) -> None:
-    """A 480x270 picture: the portrait, the V-Kps figure of the scenario, and its title."""
+# Per scenario: an accent colour and where the drawn face looks (the kps figure's offset and tilt), so the five
+# template cards are told apart at a glance.
+THUMBNAIL_STYLE = (
+    ((90, 170, 255), (-18, 0), -0.25),
+    ((255, 200, 90), (0, 0), 0.0),
+    ((120, 220, 140), (22, -10), 0.3),
+    ((240, 110, 150), (0, 8), 0.0),
+    ((180, 140, 255), (0, 0), 0.0),
+    ((90, 220, 220), (30, 20), 0.0),
+)
+
+
+def thumbnail(scenario: Scenario, index: int, path: Path) -> None:
+    """A 480x270 card: the scenario number and title, the portrait, the scenario's kps figure and its audio."""
+    import math
+
     import numpy as np
     from PIL import Image, ImageDraw, ImageFont
 
     from vexpress_model.conditioning.kps_images import draw_kps_image
+    from vexpress_model.inputs.audio import decode_audio
 
-    canvas = Image.new("RGB", (480, 270), (24, 26, 32))
-    portrait = Image.open(OUT / "input" / "vexpress_portrait.jpg").convert("RGB").resize((200, 200))
-    canvas.paste(portrait, (20, 36))
-    kps = np.array([[70.0, 80.0], [130.0, 80.0], [100.0, 118.0]], dtype=np.float32)
-    figure = Image.fromarray(draw_kps_image(200, 200, kps))
-    canvas.paste(figure, (250, 36))
+    accent, (dx, dy), tilt = THUMBNAIL_STYLE[index % len(THUMBNAIL_STYLE)]
+    canvas = Image.new("RGB", (480, 270), tuple(c // 6 for c in accent))
     draw = ImageDraw.Draw(canvas)
     try:
-        font = ImageFont.load_default(size=16)
+        big, font = ImageFont.load_default(size=40), ImageFont.load_default(size=15)
     except TypeError:  # Pillow < 10.1
-        font = ImageFont.load_default()
-    draw.text((20, 12), "V-Express", fill=(255, 200, 90), font=font)
-    draw.text((20, 262), scenario.title, fill=(235, 235, 235), font=font, anchor="ls")
+        big = font = ImageFont.load_default()
+    draw.text((16, 8), str(index + 1), fill=accent, font=big)
+    draw.text((64, 14), "V-Express", fill=(235, 235, 235), font=font)
+    draw.text((64, 34), scenario.title, fill=accent, font=font)
+    image_file = next(n.widgets["image"] for n in scenario.nodes if n.cls == "LoadImage")
+    portrait = Image.open(OUT / "input" / image_file).convert("RGB")
+    portrait.thumbnail((150, 150))  # the whole picture (a landscape photo stays landscape)
+    canvas.paste(portrait, (16 + (150 - portrait.width) // 2, 66 + (150 - portrait.height) // 2))
+    centre = np.array([75.0 + dx, 85.0 + dy], dtype=np.float32)
+    base = np.array([[-30.0, -8.0], [30.0, -8.0], [0.0, 30.0]], dtype=np.float32)
+    rotation = np.array([[math.cos(tilt), -math.sin(tilt)], [math.sin(tilt), math.cos(tilt)]], dtype=np.float32)
+    figure = Image.fromarray(draw_kps_image(150, 150, base @ rotation.T + centre))
+    canvas.paste(figure, (182, 66))
+    # The speech of the scenario as a waveform strip (the long clip looks long).
+    audio_file = next(n.widgets["audio"] for n in scenario.nodes if n.cls == "LoadAudio")
+    wave = decode_audio(OUT / "input" / audio_file).waveform.mean(axis=0)
+    columns = np.array_split(np.abs(wave), 120)
+    peak = max(float(np.abs(wave).max()), 1e-6)
+    for x, column in enumerate(columns):
+        height = 40 * float(column.max()) / peak
+        draw.line([(348 + x, 140 - height), (348 + x, 140 + height)], fill=accent)
+    seconds = len(wave) / decode_audio(OUT / "input" / audio_file).sample_rate
+    draw.text((348, 190), f"{seconds:.0f} s of speech", fill=(235, 235, 235), font=font)
+    draw.text((16, 236), scenario.name.split(" - ", 1)[1], fill=(235, 235, 235), font=font)
     canvas.save(path, quality=85, optimize=True)
 
 
@@ -314,10 +369,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     object_info = _object_info(args.url)
     (OUT / "api").mkdir(parents=True, exist_ok=True)
-    for scenario in scenarios():
+    for stale in [*OUT.glob("*.json"), *OUT.glob("*.jpg"), *(OUT / "api").glob("*.json")]:
+        stale.unlink()  # scenarios that were renamed or removed
+    for index, scenario in enumerate(scenarios()):
         (OUT / f"{scenario.name}.json").write_text(json.dumps(to_ui(scenario, object_info), indent=2) + "\n")
         (OUT / "api" / f"{scenario.name}.json").write_text(json.dumps(to_api(scenario, object_info), indent=2) + "\n")
-        thumbnail(scenario, OUT / f"{scenario.name}.jpg")
+        thumbnail(scenario, index, OUT / f"{scenario.name}.jpg")
         print(f"wrote {scenario.name}")
     return 0
 

@@ -27,9 +27,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACK_MODULE = "vexpress_comfy_pack_under_test"
 HOW_TO = (
-    "set COMFYUI_PATH to a ComfyUI checkout (>= 0.3.64) and run pytest with a Python that has ComfyUI's and this "
-    "pack's requirements installed, e.g. `COMFYUI_PATH=~/ComfyUI ~/ComfyUI/venv/bin/python -m pytest "
-    "tests/test_nodes_comfy.py` (../shared/tools/comfy_server.sh setup builds such an environment)"
+    "put a ComfyUI checkout (>= 0.3.64) at ../shared/comfyui/ComfyUI beside the repository (or set COMFYUI_PATH) "
+    "and run `bash scripts/test.sh`, which builds .venv-comfy (ComfyUI's and this pack's requirements) and runs "
+    "these tests with it"
 )
 
 

@@ -51,7 +51,8 @@ def read_video(path: Path) -> dict:
         if audio is not None:
             container.seek(0)
             samples = sum(frame.samples for frame in container.decode(audio))
-            info.update(audio_codec=audio.codec_context.name, audio_s=samples / audio.rate)
+            info.update(audio_codec=audio.codec_context.name, audio_s=samples / audio.rate, audio_rate=audio.rate,
+                        audio_channels=audio.codec_context.channels)
     return info
 
 
@@ -93,7 +94,8 @@ def test_cli_matches_the_original(parity_dir: Path, tmp_path: Path, case: str) -
 
 def test_cli_end_to_end_default_mode(tiny_model_with_detector: Path, media_dir: Path, tmp_path: Path) -> None:
     """The real command (a subprocess) on a 44.1 kHz stereo MP3: H.264 at the requested fps, round(duration x
-    fps) frames, AAC as long as the input audio; face detection through insightface with the stand-in model."""
+    fps) frames, AAC as long as the input audio at the input's own rate and channels (not the model's 16 kHz
+    mono); face detection through insightface with the stand-in model."""
     out = tmp_path / "talk.mp4"
     audio = media_dir / "speech_44100_stereo.mp3"
     result = subprocess.run(
@@ -111,6 +113,7 @@ def test_cli_end_to_end_default_mode(tiny_model_with_detector: Path, media_dir: 
     assert video["fps"] == 25 and video["size"] == (64, 64)
     assert video["frames"] == round(2.0 * 25)
     assert video["audio_codec"] == "aac"
+    assert (video["audio_rate"], video["audio_channels"]) == (44100, 2)
     assert abs(video["audio_s"] - 2.0) <= 1 / 25
     assert [p.name for p in tmp_path.iterdir()] == ["talk.mp4"], "temporary files left behind"
 
@@ -225,8 +228,15 @@ def test_incomplete_model_folder(good_args, capsys, tiny_model_dir, tmp_path):
     broken = tmp_path / "model_ckpts"
     shutil.copytree(tiny_model_dir, broken)
     (broken / "v-express" / "motion_module.bin").unlink()
-    message = run_bad(good_args, capsys, **{"--model_dir": str(broken)})
-    assert "motion_module" in message
+    # Missing model files are the one multi-line message: a table of the files, then the ways to get them.
+    argv = [part for key, value in {**good_args, "--model_dir": str(broken)}.items()
+            for part in ((key, value) if value else (key,))]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == "error: 2 V-Express model file(s) are missing and downloading is off:"
+    assert lines[2].split()[0] == "motion_module.bin" and str(broken / "v-express" / "motion_module.bin") in lines[2]
+    assert "git clone" in lines[-2] and "--no_download" in lines[-1] and "Traceback" not in "".join(lines)
+    assert not Path(good_args["--output_path"]).parent.exists()
 
 
 def test_silent_audio_is_valid(good_args, media_dir, tmp_path, caplog):

@@ -2,33 +2,26 @@
 ``models/vexpress/``, the stand-in face detector in ``models/insightface/``, driven over HTTP as API clients do.
 
 Needs ``COMFYUI_PATH`` (a ComfyUI checkout, >= 0.3.64) and ``COMFYUI_PYTHON`` (the Python of an environment with
-ComfyUI's requirements and this pack's ``requirements.txt``); skipped with a how-to otherwise. For example, with
-the shared tools::
-
-    ../shared/tools/comfy_server.sh setup --mirror <Comfy-Org/ComfyUI git dir> --home ~/comfy
-    ~/comfy/venv/bin/pip install -r requirements.txt
-    COMFYUI_PATH=~/comfy/ComfyUI COMFYUI_PYTHON=~/comfy/venv/bin/python python -m pytest tests/test_comfyui_integration.py
-
-The server runs with ``--cpu`` on 127.0.0.1 and a free port, with its own ``--base-directory`` (models, input,
-output, temp, user) in a temporary folder; it is stopped at the end.
+ComfyUI's requirements and this pack's); ``bash scripts/test.sh`` sets both when ``../shared/comfyui/ComfyUI`` is
+beside the repository (as in CI) and builds that environment (``.venv-comfy``). Skipped with a how-to otherwise.
+The server itself: see ``tests/comfy_server.py``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import shutil
-import socket
-import subprocess
 import time
+import urllib.parse
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
+from tests import comfy_server
+
 REPO = Path(__file__).resolve().parents[1]
-PACK_FOLDER = "ComfyUI-V-Express"
+PACK_FOLDER = comfy_server.PACK_FOLDER
 PACK_NODES = (
     "LoadVExpressModels", "VExpressAudioEmbed", "VExpressExtractKps", "VExpressLoadKps", "VExpressSaveKps",
     "VExpressRetargetKps", "VExpressSampler", "VExpressSaveVideo", "VExpressFaceCrop", "VExpressPasteBack",
@@ -44,94 +37,23 @@ SMALL = {
     "VExpressSampler": {"width": 64, "height": 64, "steps": 2, "context_frames": 8, "context_overlap": 2},
 }
 HOW_TO = (
-    "set COMFYUI_PATH (a ComfyUI checkout, >= 0.3.64) and COMFYUI_PYTHON (a Python with ComfyUI's and this pack's "
-    "requirements) to run the real-server test; see this file's docstring"
+    "put a ComfyUI checkout (>= 0.3.64) at ../shared/comfyui/ComfyUI beside the repository (or set COMFYUI_PATH) "
+    "and run `bash scripts/test.sh`, which builds .venv-comfy and sets COMFYUI_PYTHON; see this file's docstring"
 )
+FIX_FACE = "V-Express 2 - Any speech, still head (fix_face).json"
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 if not os.environ.get("COMFYUI_PATH") or not os.environ.get("COMFYUI_PYTHON"):
     pytest.skip(f"no ComfyUI to test against: {HOW_TO}", allow_module_level=True)
 
 
-def _api():
-    spec = importlib.util.spec_from_file_location("api_example", REPO / "scripts" / "api_example.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-api = _api()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    def __init__(self, base: Path, process: subprocess.Popen, url: str, log: Path) -> None:
-        self.base, self.process, self.url, self.log = base, process, url, log
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def run(self, graph: dict, timeout: float = 600) -> tuple[dict, list[Path]]:
-        prompt_id = api.queue(self.url, graph)
-        entry = api.wait(self.url, prompt_id, timeout)
-        problem = api.error_of(entry)
-        assert problem is None, f"{problem}\n{self.log_text()[-4000:]}"
-        files = [api.download(self.url, item, self.base / "downloads") for item in api.output_files(entry)]
-        return entry, files
+api = comfy_server.api
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model_dir):
-    comfy_path = os.environ.get("COMFYUI_PATH")
-    python = os.environ.get("COMFYUI_PYTHON")
-    if not comfy_path or not python:
-        pytest.skip(f"no ComfyUI to test against: {HOW_TO}")
-    comfy_path = Path(comfy_path).expanduser()
-    if not (comfy_path / "main.py").is_file():
-        pytest.skip(f"COMFYUI_PATH={comfy_path} has no main.py: {HOW_TO}")
-
-    from tests.fake_detector import write_fake_buffalo_l
-
-    base = tmp_path_factory.mktemp("comfyui")
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
-    shutil.copytree(tiny_model_dir, base / "models" / "vexpress" / "tiny")
-    write_fake_buffalo_l(base / "models" / "insightface")
-    shutil.copytree(REPO / "example_workflows" / "input", base / "input")
-    port = _free_port()
-    log = base / "comfyui.log"
-    command = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
-               str(base), "--disable-auto-launch", "--disable-api-nodes"]
-    with open(log, "wb") as handle:
-        process = subprocess.Popen(command, cwd=comfy_path, stdout=handle, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    running = Server(base, process, url, log)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"ComfyUI exited with {process.returncode}:\n{running.log_text()[-4000:]}")
-            try:
-                api.get_json(url, "/object_info/VExpressSampler", timeout=5)
-                break
-            except api.ComfyError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"ComfyUI did not come up in 300 s:\n{running.log_text()[-4000:]}")
-                time.sleep(1)
+    with comfy_server.running_server(tmp_path_factory.mktemp("comfyui"), tiny_model_dir, HOW_TO) as running:
         yield running
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +106,7 @@ def test_templates_docs_and_translations_are_served(server):
     templates = api.get_json(server.url, "/api/workflow_templates")
     assert sorted(templates[PACK_FOLDER]) == sorted(p.stem for p in (REPO / "example_workflows").glob("*.json"))
     name = templates[PACK_FOLDER][0]
-    ui = api.get_json(server.url, f"/api/workflow_templates/{PACK_FOLDER}/{name}.json")
+    ui = api.get_json(server.url, f"/api/workflow_templates/{PACK_FOLDER}/{urllib.parse.quote(name)}.json")
     assert ui["nodes"] and ui["links"]
     doc = api._request(f"{server.url}/extensions/{PACK_FOLDER}/docs/VExpressSampler.md").decode()
     assert doc.startswith("# V-Express Sampler")
@@ -267,7 +189,7 @@ def test_video_carries_the_workflow_the_ui_sends(server):
     """The frontend queues the UI workflow as extra_pnginfo; it lands in the MP4 next to the prompt."""
     import av
 
-    name = "vexpress_any_audio_fix_face.json"
+    name = FIX_FACE
     graph = _small(json.loads((REPO / "example_workflows" / "api" / name).read_text()), VExpressSampler={"seed": 77})
     workflow = json.loads((REPO / "example_workflows" / name).read_text())
     answer = api.post_json(server.url, "/prompt", {"prompt": graph, "client_id": "vexpress-test",
@@ -283,7 +205,7 @@ def test_video_carries_the_workflow_the_ui_sends(server):
 
 
 def test_second_run_reuses_the_loaded_networks(server):
-    graph = _small(json.loads((REPO / "example_workflows" / "api" / "vexpress_any_audio_fix_face.json").read_text()))
+    graph = _small(json.loads((REPO / "example_workflows" / "api" / FIX_FACE).read_text()))
     server.run(_small(graph, VExpressSampler={"seed": 1001}))
     before = server.log_text().count("Requested to load")
     entry, _ = server.run(_small(graph, VExpressSampler={"seed": 1002}))
@@ -293,7 +215,7 @@ def test_second_run_reuses_the_loaded_networks(server):
 
 
 def test_interrupt_stops_a_long_sampler_run_promptly(server):
-    graph = _small(json.loads((REPO / "example_workflows" / "api" / "vexpress_any_audio_fix_face.json").read_text()),
+    graph = _small(json.loads((REPO / "example_workflows" / "api" / FIX_FACE).read_text()),
                    VExpressSampler={"steps": 500, "seed": 4242})
     marker = server.log_text().count("sampling ")
     prompt_id = api.queue(server.url, graph)

@@ -66,9 +66,10 @@ def test_missing_files_without_download_say_what_goes_where(tmp_path, fake_hub):
     plan = download.released_layout_plan(tmp_path)
     with pytest.raises(ModelFolderError) as error:
         download.ensure_files(plan, download=False)
-    message = str(error.value)
-    assert "https://huggingface.co/tk93/V-Express/resolve/main/audio_projection.bin" in message
-    assert str(tmp_path / "v-express" / "audio_projection.bin") in message
+    lines = str(error.value).splitlines()
+    row = next(line for line in lines if line.split()[0] == "audio_projection.bin")
+    assert row.split() == ["audio_projection.bin", "59", "MB", str(tmp_path / "v-express" / "audio_projection.bin")]
+    assert "tk93/V-Express" in lines[-1]
     assert calls == []
 
 

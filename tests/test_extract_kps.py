@@ -84,6 +84,7 @@ def _bad_run(tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str]) -> 
 def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture, driving_video: Path, insightface_root: Path,
                    media_dir: Path) -> None:
     out = tmp_path / "out"
+    out.mkdir()
     kps = str(out / "kps.pth")
     message = _bad_run(tmp_path, capsys, _args(tmp_path / "missing.mp4", insightface_root, kps_sequence_save_path=kps))
     assert "does not exist" in message and "--video_path" in message
@@ -102,9 +103,11 @@ def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture, driving_video:
 def test_no_face_and_no_audio_track(tmp_path: Path, capsys: pytest.CaptureFixture, insightface_root: Path) -> None:
     video = write_video(tmp_path / "in" / "black.mp4", [np.zeros((5, 64, 64, 3), np.uint8)], 25)
     out = tmp_path / "out"
+    out.mkdir()
     for args, expected in (
         (dict(kps_sequence_save_path=str(out / "k.npz")), "no face was found"),
-        (dict(kps_sequence_save_path=str(out / "k.npz"), audio_save_path=str(out / "a.wav")), "no audio track"),
+        (dict(kps_sequence_save_path=str(out / "k.npz"), audio_save_path=str(out / "a.wav")),
+         f"video file {video} has no audio track, so --audio_save_path has nothing to save; drop that flag"),
     ):
         assert main(_args(video, insightface_root, **args)) == 2
         err = capsys.readouterr().err
@@ -126,3 +129,49 @@ def test_command_line_process(tmp_path: Path, driving_video: Path, insightface_r
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith("error:")
     assert not (tmp_path / "k2.pth").exists()
+
+
+@pytest.mark.parametrize("flag, name", [("kps_sequence_save_path", "kps.npz"), ("audio_save_path", "aud.wav")])
+def test_unwritable_or_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture, driving_video: Path,
+                                      insightface_root: Path, flag: str, name: str) -> None:
+    """Writes under a regular file fail for root too (CI runs as root, where file modes do not)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    out = tmp_path / "out"
+    out.mkdir()
+    message = _bad_run(out, capsys, _args(driving_video, insightface_root, **{flag: str(blocker / name)}))
+    assert message == (
+        f"error: cannot write --{flag} {blocker / name}: {blocker} is a file, not a folder; choose another path"
+    )
+    assert blocker.read_text() == "x" and not blocker.with_name("a_file.partial").exists()
+    missing = out / "missing" / "deeper"
+    message = _bad_run(out, capsys, _args(driving_video, insightface_root, **{flag: str(missing / name)}))
+    assert message == (
+        f"error: cannot write --{flag} {missing / name}: folder {missing} does not exist; "
+        "create it or choose another path"
+    )
+    assert list(out.iterdir()) == []
+
+
+def test_write_failure_in_a_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, driving_video: Path,
+                                               insightface_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder that refuses writes (read-only mount): the write and its clean-up fail; still one line."""
+    def refuse(self, *args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(Path, "write_bytes", refuse)
+    monkeypatch.setattr(Path, "unlink", refuse)
+    target = tmp_path / "kps.npz"
+    message = _bad_run(tmp_path, capsys, _args(driving_video, insightface_root, kps_sequence_save_path=str(target)))
+    assert message == f"error: cannot write kps file {target} (Read-only file system); choose a writable path"
+
+
+def test_readme_same_person_scenario_on_the_example_video(tmp_path: Path, insightface_root: Path) -> None:
+    """The README's extract_kps command, on the repo's own example driving video: kps .npz and its audio."""
+    video = REPO_ROOT / "example_workflows" / "input" / "vexpress_driving.mp4"
+    kps_path, audio_path = tmp_path / "kps.npz", tmp_path / "talk.mp3"
+    assert main(_args(video, insightface_root, kps_sequence_save_path=str(kps_path),
+                      audio_save_path=str(audio_path))) == 0
+    track = load_kps(kps_path)
+    assert (track.num_frames, track.fps) == (30, 10.0)
+    assert decode_audio(audio_path).duration_s == pytest.approx(3.0, abs=0.06)

@@ -71,7 +71,8 @@ def audio(lib):
     """The shipped example speech as a core AUDIO (16 kHz mono, about 3.5 s)."""
     import torch
 
-    decoded = lib("inputs.audio").decode_audio(comfy_harness.REPO_ROOT / "example_workflows" / "input" / "vexpress_speech.wav")
+    speech = comfy_harness.REPO_ROOT / "example_workflows" / "input" / "vexpress_speech.wav"
+    decoded = lib("inputs.audio").decode_audio(speech)
     return {"waveform": torch.from_numpy(decoded.waveform)[None], "sample_rate": decoded.sample_rate}
 
 
@@ -205,6 +206,26 @@ def test_fix_face_video_end_to_end(node, dirs, embeds, generated):
         assert video.average_rate == Fraction(FPS) and video.frames == embeds[2]
     assert out.args[0].get_dimensions() == (64, 64)  # the VIDEO output (VideoFromFile)
 
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(48000, 2), (44100, 1)])
+def test_saved_video_keeps_the_users_audio_rate_and_channels(node, dirs, pipe, generated, rate, channels):
+    """The AUDIO goes through AudioEmbed (which encodes a 16 kHz mono copy) into SaveVideo: the MP4's AAC track has
+    the user's own sample rate and channels."""
+    import av
+    import torch
+
+    from tests import media
+
+    user_audio = {"waveform": torch.from_numpy(media.speech_like(1.0, rate, channels=channels))[None],
+                  "sample_rate": rate}
+    embeds = node("audio").VExpressAudioEmbed.execute(pipe=pipe, audio=user_audio, fps=FPS)
+    out = node("video").VExpressSaveVideo.execute(images=generated["images"][: embeds[2]], audio=embeds[1], fps=FPS,
+                                                   filename_prefix=f"vexpress/rate_{rate}", crf=30)
+    item = out.ui.as_dict()["images"][0]
+    with av.open(str(dirs["output"] / item["subfolder"] / item["filename"])) as container:
+        sound = container.streams.audio[0]
+        assert (sound.rate, sound.codec_context.channels) == (rate, channels)
 
 
 def test_saved_video_carries_the_prompt_and_workflow(node, dirs, embeds, generated, monkeypatch):
@@ -422,8 +443,10 @@ def test_save_and_load_kps_in_every_format(node, dirs, fix_face_kps):
     kps_nodes = node("kps")
     for fmt, suffix in (("npz", ".npz"), ("json", ".json"), ("pth (original)", ".pth")):
         out = kps_nodes.VExpressSaveKps.execute(kps=track, filename_prefix="kps/roundtrip", format=fmt)
-        shown = out.ui.as_dict()["text"][0]
+        shown = out.ui["text"][0]
         name = shown.split(" ")[0]
+        card = out.ui["images"][0]  # what the stock frontend draws on the node: a PNG in the temp folder
+        assert card["type"] == "temp" and (dirs["temp"] / card["subfolder"] / card["filename"]).is_file()
         assert name.endswith(suffix)
         saved = dirs["output"] / name
         (dirs["input"] / saved.name).write_bytes(saved.read_bytes())

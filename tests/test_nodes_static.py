@@ -216,15 +216,17 @@ def test_the_manual_scenarios_are_all_there():
         return [n["inputs"] for n in graph.values() if n["class_type"] == class_type]
 
     strategies = {name: inputs(g, "VExpressRetargetKps")[0]["strategy"] for name, g in graphs.items()}
-    assert strategies["vexpress_same_person_no_retarget"] == "no_retarget"
-    assert strategies["vexpress_any_audio_fix_face"] == "fix_face"
-    assert strategies["vexpress_other_person_offset_retarget"] == "offset_retarget"
-    weights = inputs(graphs["vexpress_custom_attention_weights"], "VExpressSampler")[0]
+    assert strategies["V-Express 1 - Same person, driving video (no_retarget)"] == "no_retarget"
+    assert strategies["V-Express 2 - Any speech, still head (fix_face)"] == "fix_face"
+    assert strategies["V-Express 3 - Head motion of another person (offset_retarget)"] == "offset_retarget"
+    weights = inputs(graphs["V-Express 4 - Stronger lip motion (attention 0.95, 3.0)"], "VExpressSampler")[0]
     assert (weights["reference_attention_weight"], weights["audio_attention_weight"]) == (0.95, 3.0)
-    assert inputs(graphs["vexpress_long_audio_offload"], "LoadVExpressModels")[0]["offload"] == "offload"
-    assert inputs(graphs["vexpress_same_person_no_retarget"], "VExpressExtractKps")
-    assert inputs(graphs["vexpress_other_person_offset_retarget"], "VExpressLoadKps")[0]["kps_file"].endswith(".pth")
-    full_frame = graphs["vexpress_full_frame_portrait"]
+    long_audio = graphs["V-Express 5 - Long speech on a small GPU (offload)"]
+    assert inputs(long_audio, "LoadVExpressModels")[0]["offload"] == "offload"
+    assert inputs(graphs["V-Express 1 - Same person, driving video (no_retarget)"], "VExpressExtractKps")
+    other_person = graphs["V-Express 3 - Head motion of another person (offset_retarget)"]
+    assert inputs(other_person, "VExpressLoadKps")[0]["kps_file"].endswith(".pth")
+    full_frame = graphs["V-Express 6 - Whole photo, face off-centre (FaceCrop, PasteBack)"]
     assert inputs(full_frame, "LoadImage")[0]["image"] == "vexpress_landscape.jpg"
     paste = inputs(full_frame, "VExpressPasteBack")[0]
     crop_node = next(k for k, n in full_frame.items() if n["class_type"] == "VExpressFaceCrop")
@@ -312,7 +314,7 @@ def test_api_example_uploads_queues_waits_and_downloads(fake_comfyui, tmp_path):
     url, state = fake_comfyui
     api = _load_api_example()
     workflow = tmp_path / "wf.json"
-    workflow.write_text((WORKFLOWS / "api" / "vexpress_any_audio_fix_face.json").read_text())
+    workflow.write_text((WORKFLOWS / "api" / "V-Express 2 - Any speech, still head (fix_face).json").read_text())
     speech = tmp_path / "speech.wav"
     speech.write_bytes(b"RIFF....WAVE")
     code = api.main([str(workflow), "--url", url, "--upload", str(speech), "--set", "2.audio=speech.wav",
@@ -330,5 +332,5 @@ def test_api_example_reports_rejections_and_ui_format(fake_comfyui, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"1": {"class_type": "bad", "inputs": {}}}))
     assert api.main([str(bad), "--url", url, "--out", str(tmp_path)]) == 2
-    assert api.main([str(WORKFLOWS / "vexpress_any_audio_fix_face.json"), "--url", url]) == 2
+    assert api.main([str(WORKFLOWS / "V-Express 2 - Any speech, still head (fix_face).json"), "--url", url]) == 2
     assert api.main([str(bad), "--url", "http://127.0.0.1:9", "--out", str(tmp_path)]) == 5

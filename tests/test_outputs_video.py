@@ -12,11 +12,10 @@ import pytest
 
 from tests import media
 from vexpress_model.errors import InputError
+from vexpress_model.outputs.median_filter import MedianFilterStream, median_filter_3d
 from vexpress_model.outputs.video import (
-    MedianFilterStream,
     VideoWriter,
     check_output_path,
-    median_filter_3d,
     to_uint8,
     video_tensor_to_frames,
     write_video,
@@ -232,7 +231,7 @@ def test_bad_metadata_is_refused_before_anything_is_written(tmp_path: Path, meta
 
 
 def test_median_filtered_chunks_equal_the_whole_clip_filter():
-    from vexpress_model.outputs.video import median_filter_3d, median_filtered_chunks
+    from vexpress_model.outputs.median_filter import median_filter_3d, median_filtered_chunks
 
     frames = np.random.default_rng(1).integers(0, 256, (11, 6, 5, 3), dtype=np.uint8)
     for sizes in ((11,), (1,) * 11, (3, 4, 4), (2, 1, 8)):

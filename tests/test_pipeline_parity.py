@@ -103,7 +103,7 @@ def _real_inputs(parity_dir: Path, meta: dict, pipeline: VExpressPipeline, hooks
     args = meta["cli_args"]
     width, height = int(args["image_width"]), int(args["image_height"])
     image = image_mod.load_reference_image(parity_dir / args["reference_image_path"], width, height, "original")
-    waveform = audio_mod.load_audio_16k(parity_dir / args["audio_path"])
+    waveform = audio_mod.load_audio_16k(parity_dir / args["audio_path"], compat="original")
     plan = plan_frames(len(waveform) / 16000, float(args["fps"]), args["context_frames"], args["context_overlap"],
                        "original")
     reference_kps = kps_mod.load_reference_kps(parity_dir / args["reference_kps_path"])

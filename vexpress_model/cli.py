@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .conditioning.face_crop import DEFAULT_CROP_SCALE
-from .errors import InputError, ProcessFailedError, VExpressError
+from .errors import InputError, MissingModelFilesError, ProcessFailedError, VExpressError
 from .options import (
     COLOR_MATCH_MODES,
     COMPAT_MODES,
@@ -23,6 +23,7 @@ from .options import (
     DTYPES,
     FACE_DETECTORS,
     MEDIAN_FILTER_MODES,
+    REFERENCE_KPS_SPACES,
     RETARGET_STRATEGIES,
 )
 from .outputs.paste_back import DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
@@ -78,8 +79,11 @@ def build_parser(*, inputs_required: bool = True, for_jobs: bool = False, prog: 
                         help="driving keypoint track (.pth original format, or .npz/.json); not needed for fix_face")
     inputs.add_argument("--reference_kps_path", default="",
                         help="reference keypoints from a file (.json [[x,y]x3], .pth or .npz) instead of face "
-                             "detection; in pixels of the --image_width x --image_height frame, or with --full_frame "
-                             "in the reference image's own pixels")
+                             "detection: in pixels of the --image_width x --image_height output frame, or of the "
+                             "portrait's own pixels with --reference_kps_in image (always with --full_frame)")
+    inputs.add_argument("--reference_kps_in", default=None, choices=REFERENCE_KPS_SPACES,
+                        help="pixel space of --reference_kps_path: output (the generated frame; the default) or image "
+                             "(the reference image file's own pixels; the default and only choice with --full_frame)")
     inputs.add_argument("--output_path", default="./output/vexpress.mp4", help="the .mp4 to write")
     inputs.add_argument("--dump_dir", default="", help="write intermediate arrays (.npy, parity names) here")
 
@@ -174,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         request = request_from_cli_args(args)
         output = run_generation(request)
+    except MissingModelFilesError as error:
+        print(f"error: {error}", file=sys.stderr)  # a table of files and the ways to get them: several lines
+        return EXIT_USER_ERROR
     except VExpressError as error:
         print("error: " + one_line(error), file=sys.stderr)
         return EXIT_USER_ERROR

@@ -19,6 +19,7 @@ file with its URL and the exact path to put it at.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -27,8 +28,9 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .errors import ModelFolderError
+from .errors import MissingModelFilesError
 from .models.paths import VEXPRESS_FILES
 
 logger = logging.getLogger("vexpress.download")
@@ -41,6 +43,19 @@ ProgressFn = Callable[[int, int, str], None]
 """``progress(done_bytes, total_bytes, file_label)`` while a file downloads (total 0 when unknown)."""
 
 
+# Approximate sizes, for the table of missing files (the checkpoints' from their element counts in fp16).
+APPROXIMATE_SIZES = {
+    "denoising_unet.bin": "2.7 GB",
+    "reference_net.bin": "1.7 GB",
+    "motion_module.bin": "0.9 GB",
+    "audio_projection.bin": "59 MB",
+    "v_kps_guider.bin": "2 MB",
+    "diffusion_pytorch_model.safetensors": "335 MB",
+    "model.safetensors": "378 MB",
+    "det_10g.onnx": "17 MB",
+}
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     """One file of a HuggingFace model repository."""
@@ -48,6 +63,10 @@ class RemoteFile:
     repo_id: str
     path: str
     revision: str = "main"
+
+    @property
+    def approximate_size(self) -> str:
+        return APPROXIMATE_SIZES.get(Path(self.path).name, "< 1 MB")
 
     @property
     def url(self) -> str:
@@ -106,7 +125,9 @@ def wav2vec2_files(folder: Path | str) -> list[PlannedFile]:
     return [
         PlannedFile(RemoteFile(WAV2VEC2_REPO, "config.json"), folder / "config.json"),
         PlannedFile(RemoteFile(WAV2VEC2_REPO, "preprocessor_config.json"), folder / "preprocessor_config.json"),
-        PlannedFile(RemoteFile(WAV2VEC2_REPO, "model.safetensors"), folder / "model.safetensors", ("pytorch_model.bin",)),
+        PlannedFile(
+            RemoteFile(WAV2VEC2_REPO, "model.safetensors"), folder / "model.safetensors", ("pytorch_model.bin",)
+        ),
     ]
 
 
@@ -210,6 +231,43 @@ def find_model_folders(roots: Iterable[Path | str], max_depth: int = 2) -> list[
     return sorted(found.items())
 
 
+# ------------------------------------------------------------------------------------------ the whole loop
+
+
+def released_layout_hints(model_ckpts: Path | str) -> list[str]:
+    """The other ways to get the files of the released layout (the README's one-command recipe) and the flags."""
+    root = Path(model_ckpts)
+    return [
+        "Or get them all with one command (needs git-lfs, about 6 GB): git clone https://huggingface.co/tk93/V-Express"
+        f" && mv V-Express/model_ckpts {root} && mv V-Express/*.bin {root}/v-express",
+        "--no_download never downloads; `python -m vexpress_model.check_model --model_dir "
+        f"{root}` checks what a folder holds.",
+    ]
+
+
+def locate_or_download(
+    resolve: Callable[[], Any],
+    plan_missing: Callable[[Any], list[PlannedFile]],
+    *,
+    download: bool,
+    progress: ProgressFn | None = None,
+    hints: Sequence[str] = (),
+) -> Any:
+    """The model files of a front end: resolve -> plan what is missing -> download it -> resolve again.
+
+    ``resolve()`` returns a ``models.paths.ModelPaths``; ``plan_missing(paths)`` the files to fetch for the
+    parts it lacks (the destinations are the front end's layout). Raises :class:`MissingModelFilesError` when
+    files are missing and not downloaded, and ``ModelFolderError`` when a part is still incomplete.
+    """
+    paths = resolve()
+    plan = plan_missing(paths)
+    if plan:
+        ensure_files(plan, download=download, progress=progress, hints=hints)
+        paths = resolve()
+    paths.require()
+    return paths
+
+
 # ------------------------------------------------------------------------------------------------ checking
 
 
@@ -218,8 +276,17 @@ def missing_files(plan: Iterable[PlannedFile]) -> list[PlannedFile]:
 
 
 def describe_missing(missing: Sequence[PlannedFile]) -> str:
-    """One line per missing file: its URL and the exact path to put it at."""
-    return "\n".join(f"  {item.remote.url}\n    -> {item.dest}" for item in missing)
+    """A table of the missing files (name, approximate size, where it goes) and the repositories they come from."""
+    rows = [("file", "size", "goes to")]
+    rows += [(Path(item.remote.path).name, item.remote.approximate_size, str(item.dest)) for item in missing]
+    widths = [max(len(row[column]) for row in rows) for column in range(2)]
+    table = [f"  {name.ljust(widths[0])}  {size.ljust(widths[1])}  {dest}" for name, size, dest in rows]
+    sources = sorted({item.remote.repo_id for item in missing})
+    return "\n".join([*table, "  from https://huggingface.co/: " + ", ".join(sources)])
+
+
+def _missing_message(headline: str, missing: Sequence[PlannedFile], hints: Sequence[str]) -> str:
+    return "\n".join([headline, describe_missing(missing), *hints])
 
 
 def ensure_files(
@@ -228,50 +295,107 @@ def ensure_files(
     download: bool = False,
     progress: ProgressFn | None = None,
     token: str | bool | None = None,
+    hints: Sequence[str] = (),
 ) -> list[Path]:
     """Make sure every planned file is present; returns the paths downloaded (empty when nothing was missing).
 
-    With ``download=False`` a missing file raises :class:`ModelFolderError` listing what goes where. With
-    ``download=True`` exactly the missing files are fetched with ``huggingface_hub`` (console progress bars, and
-    ``progress`` if given), each written under a temporary name beside its destination and renamed when complete.
-    A failed download (offline, no access) raises :class:`ModelFolderError` naming every file still missing.
+    With ``download=False`` a missing file raises :class:`MissingModelFilesError`: a table of what goes where,
+    then ``hints`` (the caller's other ways to get the files). With ``download=True`` exactly the missing files are
+    fetched with ``huggingface_hub`` (one log line per file, console progress bars, and ``progress`` if given),
+    each written under a temporary name beside its destination and renamed when complete; huggingface_hub's retry
+    warnings are counted and summarised in one line per file. A failed download (offline, no access) raises
+    :class:`MissingModelFilesError` naming every file still missing, and removes the folders it created for them.
     """
     missing = missing_files(plan)
     if not missing:
         return []
     if not download:
-        raise ModelFolderError(
-            f"{len(missing)} V-Express model file(s) are missing. Download them (or enable the download option) "
-            f"and put each at the path shown:\n{describe_missing(missing)}"
-        )
+        raise MissingModelFilesError(_missing_message(
+            f"{len(missing)} V-Express model file(s) are missing and downloading is off:", missing, hints))
     try:
         import huggingface_hub
-    except ImportError as error:
-        raise ModelFolderError(
-            "downloading the V-Express weights needs the huggingface_hub package (pip install huggingface_hub); "
-            f"or download these files yourself and put each at the path shown:\n{describe_missing(missing)}"
-        ) from error
+    except ImportError:
+        raise MissingModelFilesError(_missing_message(
+            f"{len(missing)} V-Express model file(s) are missing; downloading them needs the huggingface_hub "
+            "package (pip install huggingface_hub), or get them yourself:", missing, hints)) from None
 
     fetched: list[Path] = []
+    created: list[Path] = []
     for index, item in enumerate(missing):
         label = f"{item.remote.repo_id}/{item.remote.path}"
-        logger.info("downloading %s -> %s (%d of %d)", label, item.dest, index + 1, len(missing))
+        logger.info("downloading %s (%s) -> %s [%d/%d]", label, item.remote.approximate_size, item.dest,
+                    index + 1, len(missing))
         try:
-            _download_one(huggingface_hub, item, progress, label, token)
+            created += _make_folders(item.dest.parent)
+            retries: list[logging.LogRecord] = []
+            try:
+                with _counted_retries(retries):
+                    _download_one(huggingface_hub, item, progress, label, token)
+            finally:
+                if retries:
+                    logger.info("%s: %d retr%s", label, len(retries), "y" if len(retries) == 1 else "ies")
         except Exception as error:
             if getattr(error, "_from_progress_callback", False):
+                _remove_empty(created)
                 raise  # e.g. a cancel raised by the caller's progress display: not a download failure
+            _remove_empty(created)
+            reason = " ".join(f"{type(error).__name__}: {error}".split())
             still = missing_files(plan)
-            raise ModelFolderError(
-                f"could not download {label} ({type(error).__name__}: {error}). If this machine is offline, "
-                f"download these files elsewhere and put each at the path shown:\n{describe_missing(still)}"
-            ) from error
+            raise MissingModelFilesError(_missing_message(
+                f"could not download {label} ({_shorten(reason)}); {len(still)} model file(s) are still missing:",
+                still, hints)) from None
         fetched.append(item.dest)
     return fetched
 
 
+def _shorten(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns the folders this created, outermost first."""
+    new = [path for path in (folder, *folder.parents) if not path.exists()][::-1]
+    folder.mkdir(parents=True, exist_ok=True)
+    return new
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove the folders a failed download created, innermost first, as long as they are empty."""
+    for folder in sorted(set(folders), key=lambda path: len(path.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+class _RetryCounter(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _counted_retries(retries: list[logging.LogRecord]):
+    """Route huggingface_hub's log records into a list while a file downloads (its retry warnings would
+    otherwise print once per try, and twice when both its handler and the root handler print them); records
+    that are not about retrying are passed on as warnings of our logger."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    counter = _RetryCounter()
+    saved = hub_logger.handlers[:], hub_logger.propagate
+    hub_logger.handlers, hub_logger.propagate = [counter], False
+    try:
+        yield
+    finally:
+        hub_logger.handlers, hub_logger.propagate = saved
+        for record in counter.records:
+            if "retr" in record.getMessage().lower():
+                retries.append(record)
+            elif record.levelno >= logging.WARNING:
+                logger.warning("huggingface_hub: %s", record.getMessage())
+
+
 def _download_one(hub, item: PlannedFile, progress: ProgressFn | None, label: str, token) -> None:
-    item.dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".vexpress-download-", dir=item.dest.parent))
     try:
         kwargs = {"revision": item.remote.revision, "local_dir": str(staging)}

@@ -56,3 +56,11 @@ class ProcessFailedError(VExpressError):
         super().__init__(message)
         self.rank = rank
         self.user_error = user_error
+
+
+class MissingModelFilesError(ModelFolderError):
+    """Model files are missing and were not (or could not be) downloaded.
+
+    The one exception to one-line messages: it holds a short table of the files (name, size, destination) and the
+    ways to get them, so the command line prints it over several lines (still exit code 2).
+    """

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .errors import InputError, VExpressError
 from .options import FACE_DETECTORS, FACE_SELECTIONS, KPS_FORMATS
+from .validation import require_output_folder
 
 logger = logging.getLogger("vexpress.extract_kps")
 
@@ -61,15 +62,6 @@ def _kps_format(path: Path, choice: str) -> str:
         return choice
     suffix = path.suffix.lower()
     return {".pth": "original", ".pt": "original", ".json": "json"}.get(suffix, "npz")
-
-
-def _check_kps_path(path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the folder for {path} ({exc.strerror}); choose a writable path") from None
-    if path.is_dir():
-        raise InputError(f"--kps_sequence_save_path {path} is a folder; give a file name")
 
 
 def _progress_bar(total_hint: int | None) -> tuple[Callable[[int, int | None], None], Callable[[], None]]:
@@ -109,11 +101,18 @@ def run(args: argparse.Namespace) -> None:
         raise InputError(f"--width and --height must be positive, got {args.width} and {args.height}")
     video = Path(args.video_path)
     info = probe_video(video)
-    kps_path = Path(args.kps_sequence_save_path) if args.kps_sequence_save_path else None
-    audio_path = check_audio_path(args.audio_save_path) if args.audio_save_path else None
-    if kps_path is not None:
-        _check_kps_path(kps_path)
-    audio = decode_audio(video) if audio_path is not None else None  # fails early if there is no audio track
+    # Nothing is created before the work is done: missing folders are refused rather than left behind empty.
+    kps_path = audio_path = None
+    if args.kps_sequence_save_path:
+        kps_path = require_output_folder(args.kps_sequence_save_path, "--kps_sequence_save_path")
+    if args.audio_save_path:
+        audio_path = check_audio_path(require_output_folder(args.audio_save_path, "--audio_save_path"))
+        if not info.has_audio:
+            raise InputError(
+                f"video file {video} has no audio track, so --audio_save_path has nothing to save; drop that flag "
+                "(and give the speech to the generator with --audio_path)"
+            )
+    audio = decode_audio(video) if audio_path is not None else None
     track = None
     if kps_path is not None:
         detector = create_face_detector(args.face_detector, args.insightface_model_path, device=args.device,

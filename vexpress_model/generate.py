@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from .errors import InputError, ModelFolderError
 from .models.paths import VEXPRESS_FILES
 from .options import STRATEGIES_WITH_DRIVING_KPS
 from .request import GenerationRequest, request_from_cli_args
+from .validation import require_file, require_finite, require_inference_steps
 
 __all__ = ["GenerationRequest", "request_from_cli_args", "run_generation"]
 
@@ -33,10 +34,8 @@ logger = logging.getLogger("vexpress.generate")
 # ----------------------------------------------------------------------------------------------- checks
 
 
-def _require_file(path: Path | None, what: str, fix: str) -> Path:
-    if path is None or not Path(path).is_file():
-        raise InputError(f"{what} {path} does not exist; {fix}")
-    return Path(path)
+# Float settings of a request, checked for NaN / infinity before anything runs; request field -> CLI flag.
+FLOAT_SETTINGS = ("fps", "guidance_scale", "reference_attention_weight", "audio_attention_weight")
 
 
 def check_request(request: GenerationRequest, *, writes_output: bool = True) -> None:
@@ -44,23 +43,24 @@ def check_request(request: GenerationRequest, *, writes_output: bool = True) -> 
     output path is not checked (the processes of a distributed run other than rank 0 never write)."""
     from .outputs.video import check_output_path
 
-    _require_file(request.reference_image, "reference image", "check --reference_image_path")
-    _require_file(request.audio, "audio file", "check --audio_path")
+    require_file(request.reference_image, "reference image", "check --reference_image_path")
+    require_file(request.audio, "audio file", "check --audio_path")
     if request.retarget_strategy in STRATEGIES_WITH_DRIVING_KPS:
         if request.kps_path is None:
             raise InputError(
                 f"--retarget_strategy {request.retarget_strategy} follows a driving keypoint track, but no "
                 "--kps_path was given; extract one with `python -m vexpress_model.extract_kps`, or use fix_face"
             )
-        _require_file(request.kps_path, "kps file", "check --kps_path")
+        require_file(request.kps_path, "kps file", "check --kps_path")
     if request.reference_kps_path is not None:
-        _require_file(request.reference_kps_path, "reference kps file", "check --reference_kps_path")
+        require_file(request.reference_kps_path, "reference kps file", "check --reference_kps_path")
     for name in ("width", "height"):
         value = getattr(request, name)
         if value <= 0 or value % 8:
             raise InputError(f"image {name} must be a positive multiple of 8, got {value}")
-    if request.num_inference_steps < 1:
-        raise InputError(f"num_inference_steps must be at least 1, got {request.num_inference_steps}")
+    require_inference_steps(request.num_inference_steps, "--num_inference_steps")
+    for name in FLOAT_SETTINGS:
+        require_finite(getattr(request, name), f"--{name}")
     if request.test_stage not in ("stage_1", "stage_2", "stage_3"):
         raise InputError(f"test_stage must be stage_1, stage_2 or stage_3, got {request.test_stage!r}")
     if request.face_box is not None and not request.full_frame:
@@ -75,14 +75,20 @@ def check_request(request: GenerationRequest, *, writes_output: bool = True) -> 
         check_paste_settings(request.feather, request.color_match, request.max_side)
         if request.crop_border not in BORDER_MODES:
             raise InputError(f"--crop_border must be one of {', '.join(BORDER_MODES)}, got {request.crop_border!r}")
-    check_output_path(request.output)
+    if request.full_frame and request.reference_kps_path is not None and request.reference_kps_space == "output":
+        raise InputError(
+            "with --full_frame the reference kps are in the photo's own pixels; drop --reference_kps_in output"
+        )
+    check_output_path(request.output, create=False)
 
 
 # ------------------------------------------------------------------------------------------ model files
 
 
 def locate_models(request: GenerationRequest) -> Any:
-    """The model paths for the request, downloading missing files first when allowed."""
+    """The model paths for the request, downloading missing files into the released layout when allowed."""
+    from . import download
+    from .inputs.face_backends import resolve_backend
     from .models import resolve_model_paths
 
     def resolve() -> Any:
@@ -96,25 +102,33 @@ def locate_models(request: GenerationRequest) -> Any:
         )
         files = {name: overrides[name] for name in VEXPRESS_FILES if name in overrides}
         for name, path in files.items():
-            _require_file(path, f"{name} checkpoint", f"check --{name}_path")
+            require_file(path, f"{name} checkpoint", f"check --{name}_path")
         return dataclasses.replace(paths, **files) if files else paths
 
-    from .inputs.face_backends import resolve_backend
+    def needs_detector(paths: Any) -> bool:
+        return request.reference_kps_path is None and (
+            resolve_backend(request.face_detector, paths.insightface_root) == "insightface"
+        )
 
-    paths = resolve()
-    needs_detector = request.reference_kps_path is None and (
-        resolve_backend(request.face_detector, paths.insightface_root) == "insightface"
+    root = request.model_dir
+
+    def plan_missing(paths: Any) -> list:
+        if root is None:
+            return []
+        # Only what is missing: the SD-1.5 UNet config ships with the package, parts found elsewhere are kept.
+        return download.plan_for_missing(
+            paths,
+            vexpress_dir=root / "v-express",
+            vae_dir=root / "sd-vae-ft-mse",
+            wav2vec2_dir=root / "wav2vec2-base-960h",
+            insightface_root=root / "insightface_models" if needs_detector(paths) else None,
+        )
+
+    paths = download.locate_or_download(
+        resolve, plan_missing, download=request.download,
+        hints=download.released_layout_hints(root) if root is not None else (),
     )
-    incomplete = paths.missing() or (needs_detector and paths.insightface_root is None)
-    if incomplete and request.model_dir is not None:
-        from . import download
-
-        plan = download.released_layout_plan(request.model_dir, face_detector=needs_detector)
-        # Raises ModelFolderError listing every file with its URL and destination when not allowed or offline.
-        download.ensure_files(plan, download=request.download)
-        paths = resolve()
-    paths.require()
-    if needs_detector and paths.insightface_root is None:
+    if needs_detector(paths) and paths.insightface_root is None:
         _, fix = paths.describe_missing("insightface_root")
         raise ModelFolderError(
             "the insightface face detector (buffalo_l/det_10g.onnx) was not found; "
@@ -158,10 +172,17 @@ def _face_detector(request: GenerationRequest, paths: Any, device: Any) -> Any:
 
 def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> np.ndarray:
     """The reference kps [3, 2] in pixels of the output frame: from --reference_kps_path or face detection."""
-    from .inputs.kps import load_reference_kps
+    from .inputs.image import reference_image_size
+    from .inputs.kps import check_points_in_frame, load_reference_kps, scale_points
 
     if request.reference_kps_path is not None:
-        return load_reference_kps(request.reference_kps_path)
+        points = load_reference_kps(request.reference_kps_path)
+        if request.reference_kps_space == "image":
+            size = reference_image_size(request.reference_image)
+            points = scale_points(points, size, (request.width, request.height))
+        return check_points_in_frame(
+            points, request.width, request.height, f"reference kps file {request.reference_kps_path}"
+        )
     from .inputs.face_detection import detect_reference_kps, reference_face_selection
     from .inputs.image import load_detection_image
 
@@ -245,19 +266,49 @@ class _ArrayDump:
 
 
 def _progress_bar(enabled: bool) -> tuple[Callable[[int, int, Any], None] | None, Callable[[], None]]:
+    """The sampling bar, shown from the first UNet call on (no empty bar before sampling starts)."""
     if not enabled:
         return None, lambda: None
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=0, unit="call", desc="sampling", leave=False)
+    bars: list[Any] = []
 
     def progress(done: int, total: int, preview: Any) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, unit="call", desc="sampling", leave=False))
+        bar = bars[0]
         if bar.total != total:
             bar.total = total
         bar.n = done
         bar.refresh()
 
-    return progress, bar.close
+    def close() -> None:
+        for bar in bars:
+            bar.close()
+        bars.clear()
+
+    return progress, close
+
+
+def _counted(chunks: Iterable[np.ndarray], total: int, enabled: bool, end_sampling: Callable[[], None]):
+    """Frame chunks passed through with a "decoding + encoding" bar (frames), started when sampling has ended:
+    decoding, the median filter and the H.264 encode of a long clip take minutes after sampling reaches 100 %."""
+    if not enabled:
+        yield from chunks
+        return
+    from tqdm.auto import tqdm
+
+    bar = None
+    try:
+        for chunk in chunks:
+            if bar is None:
+                end_sampling()
+                bar = tqdm(total=total, unit="frame", desc="decoding + encoding", leave=False)
+            yield chunk
+            bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 @dataclass
@@ -294,7 +345,7 @@ def prepare_inputs(request: GenerationRequest, *, main: bool = True) -> Prepared
         reference_image = load_reference_image(request.reference_image, request.width, request.height,
                                                request.compat)
     audio = decode_audio(request.audio)
-    waveform_16k = to_mono_16k(audio.waveform, audio.sample_rate)
+    waveform_16k = to_mono_16k(audio.waveform, audio.sample_rate, compat=request.compat)
     plan = plan_frames(
         waveform_16k.shape[0] / 16000.0, request.fps, request.context_frames, request.context_overlap, request.compat
     )
@@ -335,6 +386,7 @@ def run_generation(
     import torch
 
     from .conditioning.kps_images import draw_kps_images, kps_image_source
+    from .outputs.median_filter import median_filter_enabled, median_filtered_chunks
     from .outputs.video import VideoWriter
     from .pipeline.gather import decode_gathered
     from .pipeline.hooks import Hooks, SamplingSettings
@@ -373,7 +425,6 @@ def run_generation(
     )
     progress, close_bar = _progress_bar(request.show_progress and main)
     hooks = Hooks(progress=progress, dump=dump)
-    median_filter = request.compat == "original" if request.median_filter is None else request.median_filter
     try:
         if distributed is None:
             frames = pipeline.generate(inputs.reference_image, kps_images, inputs.waveform_16k, plan, settings, hooks)
@@ -388,6 +439,9 @@ def run_generation(
             tokens = pipeline.encode_audio(inputs.waveform_16k, plan.num_frames, hooks=hooks)
             latents = pipeline.sample(reference, kps, tokens, plan.windows, settings, hooks)
             frames = decode_gathered(pipeline, latents, distributed.group, hooks=hooks)
+        if median_filter_enabled(request.median_filter, request.compat):
+            frames = median_filtered_chunks(frames)
+        frames = _counted(frames, plan.num_frames, request.show_progress and main, close_bar)
         if inputs.cropped is not None and main:
             from .outputs.paste_back import PasteBack, paste_back_chunks
 
@@ -399,10 +453,8 @@ def run_generation(
                 pass
             return None
         # The original muxes the audio file as it is (not the 16 kHz copy) and cuts it to the video.
-        with VideoWriter(
-            request.output, plan.fps, audio=(inputs.audio.waveform, inputs.audio.sample_rate), crf=request.crf,
-            median_filter=median_filter,
-        ) as writer:
+        audio_track = (inputs.audio.waveform, inputs.audio.sample_rate)
+        with VideoWriter(request.output, plan.fps, audio=audio_track, crf=request.crf) as writer:
             for chunk in frames:
                 writer.write(chunk)
     finally:

@@ -56,3 +56,6 @@ def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
 def check_compat(compat: str) -> Compat:
     """``compat`` if it is "fixed" or "original", else an InputError."""
     return check_choice(compat, COMPAT_MODES, "compat")  # type: ignore[return-value]
+
+# Pixel space of a --reference_kps_path file: the output frame (width x height) or the reference image's own.
+REFERENCE_KPS_SPACES: tuple[str, ...] = ("output", "image")

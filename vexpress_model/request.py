@@ -32,6 +32,8 @@ class GenerationRequest:
     path_overrides: dict[str, Path] = field(default_factory=dict)
     kps_path: Path | None = None
     reference_kps_path: Path | None = None
+    # "output": pixels of the width x height frame; "image": the reference image's own (always with full_frame)
+    reference_kps_space: str = "output"
     retarget_strategy: str = "no_retarget"
     width: int = 512
     height: int = 512
@@ -46,7 +48,7 @@ class GenerationRequest:
     num_pad_audio_frames: int = 2
     test_stage: str = "stage_3"
     compat: str = "fixed"
-    median_filter: bool | None = None  # None: on in compat="original" only, as the original always filters
+    median_filter: bool | None = None  # None: outputs.median_filter.median_filter_enabled (on in compat original)
     crf: int = 17
     device: str = "auto"
     gpu_id: int = 0
@@ -94,6 +96,7 @@ def request_from_cli_args(args: Any) -> GenerationRequest:
         path_overrides=overrides,
         kps_path=Path(args.kps_path) if args.kps_path else None,
         reference_kps_path=Path(args.reference_kps_path) if args.reference_kps_path else None,
+        reference_kps_space=args.reference_kps_in or ("image" if getattr(args, "full_frame", False) else "output"),
         retarget_strategy=args.retarget_strategy,
         width=args.image_width,
         height=args.image_height,

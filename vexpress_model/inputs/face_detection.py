@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import FaceNotFoundError, InputError, ModelFolderError, VExpressError
 from ..options import FACE_SELECTIONS, FaceSelection
+from ..validation import require_file
 from .kps import KpsTrack
 
 logger = logging.getLogger("vexpress.inputs")
@@ -234,15 +235,14 @@ class VideoInfo:
     width: int
     height: int
     num_frames: int | None
+    has_audio: bool = False
 
 
 def probe_video(path: str | Path) -> VideoInfo:
     """Frame rate, frame size and (when the container says) frame count of a video file's first video track."""
     import av
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"video file {path} does not exist; check --video_path")
+    path = require_file(path, "video file", "check --video_path")
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
@@ -254,6 +254,7 @@ def probe_video(path: str | Path) -> VideoInfo:
                 width=int(stream.codec_context.width),
                 height=int(stream.codec_context.height),
                 num_frames=int(stream.frames) or None,
+                has_audio=bool(container.streams.audio),
             )
     except InputError:
         raise

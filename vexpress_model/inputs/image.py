@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..options import check_compat
+from ..validation import require_file
 
 logger = logging.getLogger("vexpress.inputs")
 
@@ -69,9 +70,7 @@ def _open_pil(source: ImageSource, name: str, upright: bool) -> Any:
     if isinstance(source, Image.Image):
         image = source
     elif isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise InputError(f"{name} {path} does not exist; check the path")
+        path = require_file(source, name, "check the path")
         try:
             image = Image.open(path)
             image.load()
@@ -86,6 +85,12 @@ def _open_pil(source: ImageSource, name: str, upright: bool) -> Any:
     if image.width == 0 or image.height == 0:
         raise InputError(f"{name} is empty (0 pixels)")
     return image
+
+
+def reference_image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file as it is shown (EXIF orientation applied)."""
+    image = _open_pil(path, "reference image", upright=True)
+    return int(image.width), int(image.height)
 
 
 def load_reference_image(
@@ -116,9 +121,7 @@ def load_detection_image(
     import cv2
 
     _check_size(width, height)
-    path = Path(source)
-    if not path.is_file():
-        raise InputError(f"{name} {path} does not exist; check the path")
+    path = require_file(source, name, "check the path")
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise InputError(f"{name} {path} is not an image file OpenCV can read; use a JPEG or PNG")

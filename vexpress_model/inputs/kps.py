@@ -20,6 +20,7 @@ File formats read by :func:`load_kps` (chosen by content, not by name):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..validation import require_file
 
 logger = logging.getLogger("vexpress.inputs")
 
@@ -282,9 +284,7 @@ def _make_track(points: np.ndarray, fps: Any, width: Any, height: Any, path: Pat
 
 def load_kps(path: str | Path) -> KpsTrack:
     """Read a kps track from any supported file (see the module docstring); bad files raise InputError."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"kps file {path} does not exist; check --kps_path")
+    path = require_file(path, "kps file", "check --kps_path")
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -319,6 +319,34 @@ def load_reference_kps(path: str | Path) -> np.ndarray:
     return track.points[0].copy()
 
 
+def scale_points(points: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """Keypoints [..., 2] measured on an image of ``from_size`` (w, h), in pixels of ``to_size`` (w, h)."""
+    factor = np.array(to_size, dtype=np.float64) / np.array(from_size, dtype=np.float64)
+    return (np.asarray(points, dtype=np.float64) * factor).astype(np.float32)
+
+
+def check_points_in_frame(points: np.ndarray, width: int, height: int, name: str) -> np.ndarray:
+    """Refuse keypoints far outside the ``width`` x ``height`` frame; warn about points a little outside.
+
+    A face cut by the border has a point or two just outside the frame, which works; a point more than half a
+    frame outside is a unit or coordinate-space mistake (normalised vs pixel, another image size).
+    """
+    array = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    size = np.array([width, height], dtype=np.float64)
+    if not np.isfinite(array).all():
+        raise InputError(f"{name} holds NaN or infinite coordinates; give pixel coordinates")
+    below, above = array < 0, array > size
+    if ((array < -size / 2) | (array > 1.5 * size)).any():
+        worst = array[np.abs(array - size / 2).max(axis=1).argmax()]
+        raise InputError(
+            f"{name} has a point at ({worst[0]:g}, {worst[1]:g}), far outside the {width}x{height} frame; "
+            "give the keypoints in pixels of that frame"
+        )
+    if (below | above).any():
+        logger.warning("%s has points outside the %dx%d frame (a face cut by the border?)", name, width, height)
+    return np.asarray(points)
+
+
 # ----------------------------------------------------------------------------------------------- writing
 
 
@@ -334,7 +362,8 @@ def _atomic_write(path: Path, payload: bytes) -> None:
         temporary.write_bytes(payload)
         temporary.replace(path)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the folder may not even allow the clean-up
+            temporary.unlink(missing_ok=True)
         raise InputError(f"cannot write kps file {path} ({exc.strerror}); choose a writable path") from None
 
 

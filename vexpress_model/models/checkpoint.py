@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointMismatchError, ModelFolderError
+from ..validation import require_file
 
 logger = logging.getLogger("vexpress.models")
 
@@ -139,8 +140,7 @@ def open_checkpoint(path: str | Path, label: str | None = None) -> CheckpointFil
     """Open a weight file without reading its tensor data (memory-mapped where the format allows)."""
     path = Path(path)
     label = label or path.name
-    if not path.is_file():
-        raise ModelFolderError(f"weight file not found: {path}")
+    require_file(path, "weight file", "check the path or the model folder", ModelFolderError)
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 

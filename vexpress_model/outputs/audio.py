@@ -6,6 +6,7 @@ The file appears under its name only once it is complete (temporary name + renam
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from fractions import Fraction
@@ -80,7 +81,8 @@ def write_audio_file(path: str | Path, waveform: np.ndarray, sample_rate: int) -
                 container.mux(packet)
         os.replace(temporary, path)
     except BaseException as exc:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a read-only folder refuses the clean-up too
+            temporary.unlink(missing_ok=True)
         if isinstance(exc, (av.FFmpegError, OSError)):
             raise InputError(f"cannot write the audio file {path} ({exc})") from None
         raise

@@ -12,12 +12,8 @@ file is complete: the encoder writes to a hidden temporary file in the target fo
   silence to the video's duration, ``frames / fps``.
 * **Size.** H.264 in ``yuv420p`` needs even dimensions; an odd width or height is padded by repeating the
   last column or row (``odd_size="pad"``, default) or cropped by one (``"crop"``).
-* **Median filter** (the original's post-processing, docs/spec.md §4.15; on in compat mode, off by default): each
-  output value is the median of the 3 x 3 x 3 neighbourhood in (frame, row, column), per colour channel,
-  with mirror padding at every border (``torch``'s ``"reflect"``: the border sample is not repeated).
-  Filtering the truncated uint8 frames equals filtering the floats and then truncating (the median commutes
-  with any monotone map), so it runs on uint8. :class:`MedianFilterStream` applies it to frames arriving in
-  chunks, holding back one frame.
+* **Median filter**: the original's post-filter lives in :mod:`.median_filter`; it runs on the frames before
+  they reach the writer (:func:`write_video` takes ``median_filter=True`` as a shortcut).
 * **Metadata.** ``metadata`` (str -> str, e.g. ComfyUI's ``prompt`` and ``workflow`` JSON) is written into the
   container's global tags; MP4/MOV get the muxer option ``movflags=use_metadata_tags`` so that any key is kept
   (without it only a few known keys such as ``comment`` survive). Matroska stores them as tags (FFmpeg reads
@@ -30,7 +26,7 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -38,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from .median_filter import median_filtered_chunks
 
 logger = logging.getLogger("vexpress.outputs")
 
@@ -73,72 +70,25 @@ def video_tensor_to_frames(video: Any) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(1, 2, 3, 0))
 
 
-def median_filter_3d(frames: np.ndarray) -> np.ndarray:
-    """The original's 3 x 3 x 3 (frame, row, column) median filter with mirror padding, per channel.
-
-    ``frames`` [T, H, W, C] of any numeric dtype; the result has the same shape and dtype.
-    """
-    from scipy.ndimage import median_filter
-
-    array = np.asarray(frames)
-    if array.ndim != 4:
-        raise ValueError(f"frames must be [T, H, W, C], got {array.shape}")
-    return median_filter(array, size=(3, 3, 3, 1), mode="mirror")
-
-
-class MedianFilterStream:
-    """:func:`median_filter_3d` over frames that arrive in chunks; output lags input by one frame."""
-
-    def __init__(self) -> None:
-        self._previous: np.ndarray | None = None  # the frame before the first pending one
-        self._pending: list[np.ndarray] = []
-
-    def push(self, frames: np.ndarray) -> np.ndarray:
-        """Add frames [n, H, W, C]; return the frames whose filtered value is now final."""
-        self._pending.extend(np.asarray(frames))
-        if len(self._pending) < 2:
-            return np.empty((0, *self._pending[0].shape), self._pending[0].dtype) if self._pending else np.empty(0)
-        before = self._previous if self._previous is not None else self._pending[1]
-        filtered = median_filter_3d(np.stack([before, *self._pending]))[1:-1]
-        self._previous = self._pending[-2]
-        self._pending = self._pending[-1:]
-        return filtered
-
-    def flush(self) -> np.ndarray:
-        """The remaining (last) frame, filtered with the mirror border at the end."""
-        if not self._pending:
-            return np.empty(0)
-        last = self._pending[0]
-        neighbour = self._previous if self._previous is not None else last
-        self._pending = []
-        return median_filter_3d(np.stack([neighbour, last, neighbour]))[1:2]
-
-
-def median_filtered_chunks(chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-    """:func:`median_filter_3d` over a stream of frame chunks, yielding filtered chunks as they become final."""
-    stream = MedianFilterStream()
-    for chunk in chunks:
-        filtered = stream.push(chunk)
-        if len(filtered):
-            yield filtered
-    tail = stream.flush()
-    if len(tail):
-        yield tail
-
-
 # ------------------------------------------------------------------------------------------ output path
 
 
-def check_output_path(path: str | Path) -> Path:
-    """Make sure a video can be written at ``path`` (creating its folder); raise InputError if not."""
+def check_output_path(path: str | Path, *, create: bool = True) -> Path:
+    """Make sure a video can be written at ``path``; raise InputError if not.
+
+    ``create``: make its missing folders now (the writer); otherwise only check that the nearest existing folder
+    takes files, so that a run failing later leaves no empty folder behind.
+    """
     path = Path(path)
     if path.suffix.lower() not in _CONTAINER_FORMATS:
         raise InputError(f"output path {path} must end in .mp4 (or .mov / .mkv)")
     if path.is_dir():
         raise InputError(f"output path {path} is a folder; give a file name ending in .mp4")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".vexpress-write-test-"):
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        existing = next(folder for folder in (path.parent, *path.parent.parents) if folder.exists())
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".vexpress-write-test-"):
             pass
     except OSError as exc:
         raise InputError(
@@ -186,7 +136,6 @@ class VideoWriter:
         audio: tuple[np.ndarray, int] | None = None,
         crf: int = DEFAULT_CRF,
         preset: str = "medium",
-        median_filter: bool = False,
         odd_size: str = "pad",
         metadata: Mapping[str, str] | None = None,
     ) -> None:
@@ -199,7 +148,6 @@ class VideoWriter:
         self.fps = _exact_fps(fps)
         self.num_frames = 0
         self._odd_size = odd_size
-        self._filter = MedianFilterStream() if median_filter else None
         self._size: tuple[int, int] | None = None
         self._temporary = self.path.with_name(f".{self.path.stem}.{uuid.uuid4().hex[:8]}.partial{self.path.suffix}")
         self._closed = False
@@ -291,10 +239,6 @@ class VideoWriter:
         if len(array) == 0:
             return
         try:
-            if self._filter is not None:
-                array = self._filter.push(array)
-                if len(array) == 0:
-                    return
             if self._size is not None and self._prepare(array[:1]).shape[1:3] != self._size[::-1]:
                 raise ValueError(f"frame size changed to {array.shape[2]}x{array.shape[1]}")
             self._encode(array)
@@ -332,10 +276,6 @@ class VideoWriter:
         if self._closed:
             return self.path
         try:
-            if self._filter is not None:
-                rest = self._filter.flush()
-                if len(rest):
-                    self._encode(rest)
             if self.num_frames == 0:
                 raise InputError(f"no video frames were produced for {self.path}; nothing was written")
             for packet in self._video.encode(None):
@@ -384,9 +324,13 @@ def write_video(
 ) -> Path:
     """Encode uint8 frame chunks ([n, H, W, 3] each, or single frames) to ``path``; returns the path.
 
+    ``median_filter``: run the original's median post-filter (:mod:`.median_filter`) on the frames first.
+
     ``metadata``: container tags (str -> str), e.g. ``{"prompt": json.dumps(prompt), "workflow": ...}``.
     """
-    with VideoWriter(path, fps, audio=audio, crf=crf, median_filter=median_filter, metadata=metadata) as writer:
+    if median_filter:
+        frames = median_filtered_chunks(frames)
+    with VideoWriter(path, fps, audio=audio, crf=crf, metadata=metadata) as writer:
         for chunk in frames:
             writer.write(chunk)
     return writer.path

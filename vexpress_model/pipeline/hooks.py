@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import GenerationCancelled
+from ..validation import require_finite, require_inference_steps
 
 ProgressFn = Callable[[int, int, "torch.Tensor | None"], None]
 """``progress(done, total, preview)``: ``done`` of ``total`` UNet calls of the whole sampling; ``preview`` is the
@@ -35,6 +36,12 @@ class SamplingSettings:
     reference_attention_weight: float = 0.95
     audio_attention_weight: float = 3.0
     seed: int = 42
+
+    def __post_init__(self) -> None:
+        # NaN passes every range check: a NaN weight gives a black video, a NaN scale turns guidance off.
+        require_inference_steps(self.num_inference_steps)
+        for name in ("guidance_scale", "reference_attention_weight", "audio_attention_weight"):
+            require_finite(getattr(self, name), name)
 
 
 @dataclass

@@ -1,0 +1,66 @@
+"""Checks of single user-given values, shared by the command line, generate() and the ComfyUI nodes.
+
+A NaN or infinite float passes every ``<`` / ``>`` range check (all comparisons with NaN are false), so
+without an explicit check a NaN attention weight gives an all-black video and a NaN guidance scale silently
+turns guidance off. Every float setting therefore goes through :func:`require_finite`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .errors import InputError, VExpressError
+
+# DDIM's training schedule has 1000 steps; more inference steps than that repeat timesteps.
+MAX_INFERENCE_STEPS = 1000
+
+
+def require_finite(value: float, name: str) -> float:
+    """``value`` as a float; :class:`InputError` naming ``name`` if it is not a finite number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise InputError(f"{name} must be a finite number, got {value!r}; give a real value")
+    return number
+
+
+def require_inference_steps(steps: int, name: str = "num_inference_steps") -> int:
+    """1 to :data:`MAX_INFERENCE_STEPS` denoising steps."""
+    if not 1 <= int(steps) <= MAX_INFERENCE_STEPS:
+        raise InputError(
+            f"{name} must be between 1 and {MAX_INFERENCE_STEPS} (the scheduler's training steps), got {steps}"
+        )
+    return int(steps)
+
+
+def require_file(
+    path: Path | str | None, what: str, fix: str, error: type[VExpressError] = InputError
+) -> Path:
+    """An existing regular file; the message says whether the path is missing or a directory."""
+    if path is None:
+        raise error(f"no {what} was given; {fix}")
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{what} {path} is a directory, not a file; {fix}")
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist; {fix}")
+    return path
+
+
+def require_output_folder(path: Path | str, flag: str) -> Path:
+    """``path`` if its folder exists and is a folder (nothing is created); the message names ``flag``."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is a directory; give a file name")
+    for folder in (parent, *parent.parents):
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"cannot write {flag} {path}: {folder} is a file, not a folder; choose another path")
+    if not parent.is_dir():
+        raise InputError(
+            f"cannot write {flag} {path}: folder {parent} does not exist; create it or choose another path"
+        )
+    return path
