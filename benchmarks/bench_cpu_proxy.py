@@ -10,9 +10,9 @@ implementations get the same weights, inputs, seed and context windows (24/4, fi
 ``round(30 x seconds)``), so their final latents must agree to float rounding -- the benchmark is void otherwise.
 
 "original" is ``vexpress_model.testing.reference_loop`` driven the way the original pipeline drives its loop
-(docs/spec.md §4.9-§4.16): kps images turned into float32 tensors and concatenated, guider features of both CFG halves on
-the host, one UNet call per window with the UNet's plain paths, latents on the host, one-frame VAE decodes, the
-whole float video kept, then converted to uint8. "ours" is ``VExpressPipeline`` with its defaults: kps drawn and
+(docs/spec.md §4.9-§4.16): kps images turned into float32 tensors and concatenated, guider features of both CFG
+halves on the host, one UNet call per window with the UNet's plain paths, latents on the host, one-frame VAE decodes,
+the whole float video kept, then converted to uint8. "ours" is ``VExpressPipeline`` with its defaults: kps drawn and
 encoded chunk by chunk and only the conditional features kept, fast paths, all windows of a step batched, latents
 kept on the compute device, decode in chunks streamed to a consumer that drops them (as the video writer would).
 Its windows are batched 2 per UNet call by default (``--window-batch``; on a CPU batching gains little), the same
@@ -174,12 +174,14 @@ def paired_worker(args: argparse.Namespace) -> dict:
     best = {"ours": float("inf"), "original": float("inf")}
     for _ in range(args.repeats):
         ends = [clock()]
+        record = ends.append  # bound now: the callbacks must not see a later iteration's list
         pipeline.sample(reference, kps, tokens, plan, settings,
-                        Hooks(progress=lambda d, t, preview: preview is not None and ends.append(clock())))
+                        Hooks(progress=lambda d, t, preview, record=record: preview is not None and record(clock())))
         best["ours"] = min([best["ours"]] + [b - a for a, b in zip(ends[1:-1], ends[2:])])
         ends = [clock()]
+        record = ends.append
         original_style_sample(models.denoising_unet, reference.bank, kps.features, tokens, plan.windows, settings,
-                              device="cpu", dtype=torch.float32, on_step=lambda i, lat: ends.append(clock()))
+                              device="cpu", dtype=torch.float32, on_step=lambda i, lat, record=record: record(clock()))
         best["original"] = min([best["original"]] + [b - a for a, b in zip(ends[1:-1], ends[2:])])
     return {"seconds": args.seconds, "frames": plan.num_frames, "windows": len(plan.windows),
             "ours_step_s": best["ours"], "original_step_s": best["original"]}

@@ -51,19 +51,19 @@ COLOR_MATCH_TOOLTIP = (
 MAX_SIDE_TOOLTIP = "Scale the result down so its longer side is at most this many pixels (0: the photo's size)."
 
 
-def feather(*, tooltip: str = FEATHER_TOOLTIP, optional: bool = False) -> io.Float.Input:
+def feather(*, tooltip: str, optional: bool = False) -> io.Float.Input:
     from ..vexpress_model.outputs.paste_back import DEFAULT_FEATHER, MAX_FEATHER
 
     return io.Float.Input("feather", default=DEFAULT_FEATHER, min=0.0, max=MAX_FEATHER, step=0.01, tooltip=tooltip,
                           optional=optional)
 
 
-def color_match(*, tooltip: str = COLOR_MATCH_TOOLTIP, optional: bool = False) -> io.Combo.Input:
+def color_match(*, tooltip: str, optional: bool = False) -> io.Combo.Input:
     from ..vexpress_model.outputs.paste_back import DEFAULT_COLOR_MATCH
 
     return io.Combo.Input("color_match", options=list(COLOR_MATCH_MODES), default=DEFAULT_COLOR_MATCH,
                           tooltip=tooltip, optional=optional)
 
 
-def max_side(*, tooltip: str = MAX_SIDE_TOOLTIP, optional: bool = False) -> io.Int.Input:
+def max_side(*, tooltip: str, optional: bool = False) -> io.Int.Input:
     return io.Int.Input("max_side", default=0, min=0, max=8192, tooltip=tooltip, optional=optional)

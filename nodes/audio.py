@@ -23,7 +23,9 @@ class VExpressAudioEmbed(io.ComfyNode):
             ),
             inputs=[
                 _types.PipeType.Input("pipe", tooltip="The V-Express models from LoadVExpressModels."),
-                io.Audio.Input("audio", tooltip="The speech that drives the lips (core Load Audio, or a video's audio)."),
+                io.Audio.Input(
+                    "audio", tooltip="The speech that drives the lips (core Load Audio, or a video's audio)."
+                ),
                 _widgets.fps("fps", tooltip=(
                     "Frame rate of the video to generate (30 is the original default, 25 is 17% faster). More "
                     "frames cost proportionally more time. The video lasts as long as the audio."

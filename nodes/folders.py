@@ -1,12 +1,15 @@
 """Model folders of the pack, registered with ComfyUI's ``folder_paths``.
 
-| key            | default folder                          | holds                                                    |
-| -------------- | --------------------------------------- | -------------------------------------------------------- |
-| ``vexpress``   | ``models/vexpress/``                    | one sub-folder per V-Express model (the five ``.bin``)   |
-| ``vae``        | ``models/vae/`` (core)                  | ``sd-vae-ft-mse/`` (diffusers folder)                    |
-| ``transformers`` | ``models/transformers/``              | ``facebook/wav2vec2-base-960h/`` (the path other packs use) |
-| ``audio_encoders`` | ``models/audio_encoders/`` (core)   | ``wav2vec2-base-960h/`` (also looked for here)           |
-| ``insightface`` | ``models/insightface/``                | ``models/buffalo_l/det_10g.onnx`` (shared with IPAdapter, InstantID, PuLID, LivePortrait) |
+================== ===================================== ===============================================================
+key                default folder                        holds
+================== ===================================== ===============================================================
+``vexpress``       ``models/vexpress/``                  one sub-folder per V-Express model (the five ``.bin``)
+``vae``            ``models/vae/`` (core)                ``sd-vae-ft-mse/`` (diffusers folder)
+``transformers``   ``models/transformers/``              ``facebook/wav2vec2-base-960h/`` (the path other packs use)
+``audio_encoders`` ``models/audio_encoders/`` (core)     ``wav2vec2-base-960h/`` (also looked for here)
+``insightface``    ``models/insightface/``               ``models/buffalo_l/det_10g.onnx`` (shared with IPAdapter,
+                                                         InstantID, PuLID, LivePortrait)
+================== ===================================== ===============================================================
 
 Keys that ``extra_model_paths.yaml`` already defines keep their paths (ComfyUI reads that file before it loads
 custom nodes); the default folder is only added to them. Registration only edits ``folder_paths``' table: no
@@ -59,6 +62,8 @@ def model_search_roots() -> dict[str, list[str]]:
     return {
         "vexpress": roots(VEXPRESS),
         "vae": roots(VAE),
-        "wav2vec2": [os.path.join(r, "facebook") for r in roots(TRANSFORMERS)] + roots(TRANSFORMERS) + roots(AUDIO_ENCODERS),
+        "wav2vec2": (
+            [os.path.join(r, "facebook") for r in roots(TRANSFORMERS)] + roots(TRANSFORMERS) + roots(AUDIO_ENCODERS)
+        ),
         "insightface": roots(INSIGHTFACE),
     }

@@ -105,9 +105,9 @@ class VExpressPasteBack(io.ComfyNode):
                 io.Image.Input("images", tooltip="The generated frames (the Sampler's images)."),
                 io.Image.Input("original_image", tooltip="The photo FaceCrop cut the face from (the same image)."),
                 _types.CropType.Input("crop", tooltip="FaceCrop's crop output."),
-                _widgets.feather(),
-                _widgets.color_match(),
-                _widgets.max_side(),
+                _widgets.feather(tooltip=_widgets.FEATHER_TOOLTIP),
+                _widgets.color_match(tooltip=_widgets.COLOR_MATCH_TOOLTIP),
+                _widgets.max_side(tooltip=_widgets.MAX_SIDE_TOOLTIP),
             ],
             outputs=[
                 io.Image.Output(

@@ -386,13 +386,10 @@ class VExpressRetargetKps(io.ComfyNode):
                 compat: str, driving_kps=None, crop=None) -> io.NodeOutput:
         from ..vexpress_model.conditioning.face_crop import driving_track_for_crop
         from ..vexpress_model.conditioning.kps_sequence import kps_for_frames
-        from ..vexpress_model.inputs import face_detection
-        from ..vexpress_model.inputs.image import load_detection_image
+        from ..vexpress_model.inputs.face_detection import reference_kps_from_image
 
-        image = load_detection_image(_types.image_to_uint8(reference_image)[0], width, height, compat=compat)
-        with make_face_detector() as detector:
-            select = face_detection.reference_face_selection(compat)
-            reference_kps = face_detection.detect_reference_kps(image, detector, select)
+        portrait = _types.image_to_uint8(reference_image)[0]
+        reference_kps = reference_kps_from_image(portrait, width, height, compat, make_face_detector)
         if strategy != "fix_face":  # fix_face follows no driving motion
             driving_kps = driving_track_for_crop(driving_kps, crop, width, height)
         # frame_count 0 ("keep the driving track's length") is the library's None.

@@ -28,7 +28,8 @@ class VExpressSampler(io.ComfyNode):
                     tooltip="The portrait to animate (first image of a batch). Best: a square, face-centred crop.",
                 ),
                 _types.KpsType.Input(
-                    "kps", tooltip="The kps track from RetargetKps; resampled to the video's frames if its length differs."
+                    "kps",
+                    tooltip="The kps track from RetargetKps; resampled to the video's frames if its length differs.",
                 ),
                 _types.AudioEmbedsType.Input("audio_embeds", tooltip="The speech features from AudioEmbed."),
                 _widgets.width(
@@ -124,16 +125,17 @@ class VExpressSampler(io.ComfyNode):
         from ..vexpress_model.conditioning.kps_sequence import kps_for_frames
         from ..vexpress_model.inputs.image import load_reference_image
         from ..vexpress_model.outputs.median_filter import median_filter_enabled, median_filtered_chunks
+        from ..vexpress_model.pipeline.audio_input import Wav2Vec2Features
         from ..vexpress_model.pipeline.hooks import Hooks, SamplingSettings
         from ..vexpress_model.pipeline.sampler import VExpressPipeline
-        from ..vexpress_model.pipeline.timing import context_windows
+        from ..vexpress_model.pipeline.timing import FramePlan, context_windows
         from .memory_management import ComfyPlacement, compute_device
         from .progress import cancel_check, progress_reporter, stage_progress
 
         num_frames = audio_embeds.num_frames
         fps = audio_embeds.fps
         # AudioEmbed counted the frames the "fixed" way, so the windows are laid out that way too.
-        windows = context_windows(num_frames, context_frames, context_overlap, "fixed")
+        plan = FramePlan(num_frames, fps, context_windows(num_frames, context_frames, context_overlap, "fixed"))
 
         reference = load_reference_image(_types.image_to_uint8(reference_image)[0], width, height, compat=compat)
         # The kps track is already retargeted (RetargetKps); one made for these frames is used frame for frame.
@@ -144,22 +146,15 @@ class VExpressSampler(io.ComfyNode):
         placement = ComfyPlacement(pipe.patchers, offload=pipe.offload)
         pipeline = VExpressPipeline(pipe.models, device=compute_device(), compat=compat, placement=placement,
                                     offload=pipe.offload)
-        settings = SamplingSettings(
-            num_inference_steps=int(steps),
-            guidance_scale=float(guidance_scale),
-            reference_attention_weight=float(reference_attention_weight),
-            audio_attention_weight=float(audio_attention_weight),
-            seed=int(seed),
-        )
-        hooks = Hooks(progress=progress_reporter(int(steps) * len(windows)), cancel=cancel_check())
+        settings = SamplingSettings.from_values(steps, guidance_scale, reference_attention_weight,
+                                                audio_attention_weight, seed)
+        hooks = Hooks(progress=progress_reporter(settings.num_inference_steps * len(plan.windows)),
+                      cancel=cancel_check())
         try:
-            reference_state = pipeline.encode_reference(reference, hooks)
-            kps_features = pipeline.encode_kps(kps_images, num_frames, hooks)
-            tokens = pipeline.audio_tokens(audio_embeds.features, num_frames, hooks)
-            latents = pipeline.sample(reference_state, kps_features, tokens, windows, settings, hooks)
             # uint8 as the library writes them (rounded; truncated in compat "original"), then IMAGE floats,
             # filled chunk by chunk into one preallocated batch.
-            decoded = pipeline.decode(latents, output="uint8", hooks=hooks)
+            decoded = pipeline.generate(reference, kps_images, Wav2Vec2Features(audio_embeds.features), plan,
+                                        settings, hooks, output="uint8")
             if median_filter_enabled(median_filter, compat):
                 decoded = median_filtered_chunks(decoded)
             images = torch.empty((num_frames, height, width, 3), dtype=torch.float32)

@@ -40,7 +40,7 @@ class VExpressSaveVideo(io.ComfyNode):
                     ),
                 ),
                 _widgets.fps(
-                    "fps", tooltip="Frame rate; connect the sampler's fps so the video lasts as long as the audio.",
+                    "fps", tooltip="Frame rate; connect the sampler's fps so the video lasts as long as the audio."
                 ),
                 io.String.Input(
                     "filename_prefix", default="vexpress/VExpress",

@@ -65,7 +65,8 @@ class ComfyError(Exception):
 
 
 def _request(url: str, data: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 60) -> bytes:
-    request = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data is not None else "GET")
+    method = "POST" if data is not None else "GET"
+    request = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.read()
@@ -88,7 +89,8 @@ def get_json(base: str, path: str, timeout: float = 60) -> Any:
 
 
 def post_json(base: str, path: str, payload: Any, timeout: float = 60) -> Any:
-    body = _request(base.rstrip("/") + path, json.dumps(payload).encode(), {"Content-Type": "application/json"}, timeout)
+    headers = {"Content-Type": "application/json"}
+    body = _request(base.rstrip("/") + path, json.dumps(payload).encode(), headers, timeout)
     return _json_or_text(body) if body else None
 
 
@@ -343,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         graph = json.loads(Path(args.workflow).read_text())
         if "nodes" in graph and "links" in graph:
-            raise ComfyError(f"{args.workflow} is a UI-format workflow; use its API-format copy (example_workflows/api/)", 2)
+            raise ComfyError(
+                f"{args.workflow} is a UI-format workflow; use its API-format copy (example_workflows/api/)", 2
+            )
         if args.jobs:
             return run_jobs(urls, graph, args.jobs, args)
         for path in args.upload:

@@ -16,7 +16,7 @@ Everything is either public domain or generated here:
   person", for ``no_retarget`` (the README's same-person commands run on it as written).
 * ``vexpress_landscape.jpg`` -- the same portrait as an ordinary 960x540 landscape photo with the face off-centre
   (right of the middle): the portrait, scaled down, on a backdrop made by smearing its own edge pixels outwards and
-  blurring them. For the full-frame example (FaceCrop -> ... -> PasteBack) and ``--full_frame``.
+  blurring them. For the full-frame example (FaceCrop -> ... -> SaveVideo pasting back) and ``--full_frame``.
 * ``vexpress_driving_other_kps.pth`` -- a synthetic keypoint track of a differently proportioned face (wider
   eyes, lower nose) nodding and turning for 6 s at 30 fps, in the original ``kps.pth`` format (a pickled list
   of float32 (3, 2) arrays): "another person", for ``offset_retarget``.

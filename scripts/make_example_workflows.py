@@ -145,30 +145,31 @@ def scenarios() -> list[Scenario]:
         ),
         Scenario(
             "V-Express 6 - Whole photo, face off-centre (FaceCrop, PasteBack)",
-            "Full-frame portrait: FaceCrop + PasteBack",
+            "Full-frame portrait: FaceCrop + paste-back in SaveVideo",
             "Scenario 6: an ordinary photo, the person off-centre. FaceCrop cuts the face out as the square, "
-            "face-centred crop the model was trained on; the crop is animated (fix_face) and PasteBack blends it "
-            "back into the whole photo with a soft edge and matched colours. The video has the photo's size.",
+            "face-centred crop the model was trained on; the crop is animated (fix_face) and SaveVideo pastes it "
+            "back into the whole photo (soft edge, matched colours) while it writes, one chunk at a time, so long "
+            "clips fit in memory. The video has the photo's size. PasteBack does the same into IMAGE frames.",
             full_frame,
         ),
     ]
 
 
 def _full_frame(nodes: list[Node]) -> list[Node]:
-    """The fix_face graph on a landscape photo: LoadImage -> FaceCrop -> (RetargetKps, Sampler) -> PasteBack."""
+    """The fix_face graph on a landscape photo: LoadImage -> FaceCrop -> (RetargetKps, Sampler) -> SaveVideo, which
+    pastes the generated crops back into the photo as it writes (one chunk of full frames in memory)."""
     by_id = {node.id: node for node in nodes}
     by_id[4].widgets["image"] = "vexpress_landscape.jpg"
     by_id[6].links["reference_image"] = (5, 0)
+    by_id[6].links["crop"] = (5, 1)
     by_id[7].links["reference_image"] = (5, 0)
-    by_id[8].links["images"] = (9, 0)
+    by_id[8].links.update({"full_image": (4, 0), "crop": (5, 1)})
+    by_id[8].widgets.update({"feather": 0.1, "color_match": "clip", "max_side": 0})
     return [
         *nodes,
         Node(5, "VExpressFaceCrop", (COLUMNS[1], 240),
              {"width": 512, "height": 512, "crop_scale": 3.4, "border": "pad", "face": "largest",
               "face_detector": "auto"}, {"image": (4, 0)}),
-        # Under RetargetKps: SaveVideo keeps the top of the last column, clear of the frontend's minimap.
-        Node(9, "VExpressPasteBack", (COLUMNS[2], 380), {"feather": 0.1, "color_match": "clip", "max_side": 0},
-             {"images": (7, 0), "original_image": (4, 0), "crop": (5, 1)}),
     ]
 
 

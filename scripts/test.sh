@@ -19,6 +19,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.13.0
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+.venv/bin/python -m ruff check .
 
 COMFY_DIR=${COMFYUI_PATH:-../shared/comfyui/ComfyUI}
 if [ ! -f "$COMFY_DIR/main.py" ]; then

@@ -75,6 +75,16 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def insightface_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An insightface root holding the stand-in detector (one face, ``tests/fake_detector.py``)."""
+    from tests.fake_detector import write_fake_buffalo_l
+
+    root = tmp_path_factory.mktemp("insightface_models")
+    write_fake_buffalo_l(root)
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny_model_with_detector(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the tiny model folder plus the stand-in insightface detector in `insightface_models/`."""
     import shutil

@@ -1,4 +1,4 @@
-"""The full-frame example workflow (LoadImage -> FaceCrop -> ... -> PasteBack -> SaveVideo) in a real ComfyUI server:
+"""The full-frame example workflow (LoadImage -> FaceCrop -> ... -> SaveVideo pasting back) in a real ComfyUI server:
 the video has the landscape photo's size, outside the face crop it is the photo (within H.264 rounding), inside it
 is the generated face. Same server set-up as tests/test_comfyui_integration.py (its fixtures; needs COMFYUI_PATH
 and COMFYUI_PYTHON, else skipped with a how-to)."""
@@ -46,7 +46,9 @@ def test_full_frame_workflow_pastes_the_face_into_the_photo(server, tmp_path: Pa
 
     graph = _small(json.loads(WORKFLOW.read_text()), VExpressFaceCrop={"crop_scale": CROP_SCALE})
     kinds = {node["class_type"] for node in graph.values()}
-    assert {"VExpressFaceCrop", "VExpressPasteBack", "VExpressSaveVideo"} <= kinds
+    assert {"VExpressFaceCrop", "VExpressSaveVideo"} <= kinds and "VExpressPasteBack" not in kinds
+    save = next(n["inputs"] for n in graph.values() if n["class_type"] == "VExpressSaveVideo")
+    assert "full_image" in save and "crop" in save  # SaveVideo pastes back while it writes
     crf = next(n["inputs"]["crf"] for n in graph.values() if n["class_type"] == "VExpressSaveVideo")
     _, files = server.run(graph)
     videos = [f for f in files if f.suffix == ".mp4"]

@@ -173,8 +173,9 @@ def test_example_workflow_makes_an_h264_aac_video(server, path):
         video, sound = container.streams.video[0], container.streams.audio[0]
         assert video.codec_context.name == "h264" and video.codec_context.pix_fmt == "yuv420p"
         assert sound.codec_context.name == "aac"
-        # A full-frame workflow (FaceCrop -> PasteBack) writes the photo's size: tests/test_comfyui_full_frame.py.
-        full_frame = any(n["class_type"] == "VExpressPasteBack" for n in graph.values())
+        # A full-frame workflow (FaceCrop -> SaveVideo pasting back) writes the photo's size:
+        # tests/test_comfyui_full_frame.py.
+        full_frame = any(n["class_type"] == "VExpressFaceCrop" for n in graph.values())
         assert full_frame or (video.codec_context.width, video.codec_context.height) == (64, 64)
         assert video.average_rate == Fraction(FPS).limit_denominator(1000)
         decoded = sum(1 for _ in container.decode(video))

@@ -50,15 +50,19 @@ def test_fix_face_and_no_retarget(parity_driving: tuple[np.ndarray, np.ndarray])
     assert retarget_kps(reference, None, "fix_face", num_frames=5).shape == (5, 3, 2)
 
 
+def _original_scales(reference: np.ndarray, driving: np.ndarray) -> np.ndarray:
+    """The original's x and y scales: its frame selection ends on the last driving frame."""
+    ref_eyes, ref_nose = _eye_and_nose_sizes(reference)
+    last_eyes, last_nose = _eye_and_nose_sizes(driving[-1])
+    return np.array([ref_eyes / last_eyes, ref_nose / last_nose])
+
+
 def test_original_offset_retarget_moves_minus_half_the_scaled_nose_motion(
     parity_driving: tuple[np.ndarray, np.ndarray],
 ) -> None:
     reference, driving = parity_driving
     out = retarget_kps(reference, driving, "offset_retarget", compat="original")
-    # the original's selection ends on the last frame; its scales, x and y separately
-    ref_eyes, ref_nose = _eye_and_nose_sizes(reference)
-    last_eyes, last_nose = _eye_and_nose_sizes(driving[-1])
-    scale = np.array([ref_eyes / last_eyes, ref_nose / last_nose])
+    scale = _original_scales(reference, driving)
     motion = (driving[:, 2, :] - driving[0, 2, :]) * scale
     expected = reference[None] - motion[:, None, :] / 2
     assert out.dtype == np.float32
@@ -70,9 +74,7 @@ def test_original_naive_retarget_puts_the_first_nose_on_the_reference(
 ) -> None:
     reference, driving = parity_driving
     out = retarget_kps(reference, driving, "naive_retarget", compat="original")
-    ref_eyes, ref_nose = _eye_and_nose_sizes(reference)
-    last_eyes, last_nose = _eye_and_nose_sizes(driving[-1])
-    scale = np.array([ref_eyes / last_eyes, ref_nose / last_nose])
+    scale = _original_scales(reference, driving)
     expected = reference[2] + (driving - driving[0, 2, :]) * scale
     assert np.abs(out - expected).max() < 1e-4
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests import media
-from tests.fake_detector import DEFAULT_FACE, write_fake_buffalo_l
+from tests.fake_detector import DEFAULT_FACE
 from vexpress_model.extract_kps import main
 from vexpress_model.inputs.audio import decode_audio
 from vexpress_model.inputs.kps import load_kps
@@ -20,13 +20,6 @@ from vexpress_model.outputs.video import write_video
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FRAMES, FPS = 15, 25
-
-
-@pytest.fixture(scope="module")
-def insightface_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("insightface_models")
-    write_fake_buffalo_l(root)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -34,13 +34,6 @@ def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def one_face_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("insightface_one")
-    write_fake_buffalo_l(root)
-    return root
-
-
-@pytest.fixture(scope="module")
 def two_faces_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("insightface_two")
     write_fake_buffalo_l(root, (DEFAULT_FACE, SMALL_CONFIDENT_FACE))
@@ -48,8 +41,8 @@ def two_faces_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def detector(one_face_root: Path) -> FaceDetector:
-    return FaceDetector(one_face_root, device="cpu")
+def detector(insightface_root: Path) -> FaceDetector:
+    return FaceDetector(insightface_root, device="cpu")
 
 
 @pytest.mark.parametrize("size", [(512, 512), (64, 64), (96, 64)])
@@ -94,9 +87,9 @@ def test_broken_detector_model(tmp_path: Path) -> None:
         FaceDetector(tmp_path)
 
 
-def test_model_locations(one_face_root: Path) -> None:
-    model = one_face_root / "models" / "buffalo_l" / "det_10g.onnx"
-    assert find_detector_model(one_face_root) == model
+def test_model_locations(insightface_root: Path) -> None:
+    model = insightface_root / "models" / "buffalo_l" / "det_10g.onnx"
+    assert find_detector_model(insightface_root) == model
     assert find_detector_model(model.parent) == model
     assert find_detector_model(model) == model
 

@@ -228,11 +228,14 @@ def test_the_manual_scenarios_are_all_there():
     assert inputs(other_person, "VExpressLoadKps")[0]["kps_file"].endswith(".pth")
     full_frame = graphs["V-Express 6 - Whole photo, face off-centre (FaceCrop, PasteBack)"]
     assert inputs(full_frame, "LoadImage")[0]["image"] == "vexpress_landscape.jpg"
-    paste = inputs(full_frame, "VExpressPasteBack")[0]
+    # The streaming paste-back: SaveVideo gets the sampler's crops, the photo and FaceCrop's crop (no PasteBack).
+    assert not inputs(full_frame, "VExpressPasteBack")
     crop_node = next(k for k, n in full_frame.items() if n["class_type"] == "VExpressFaceCrop")
-    assert paste["crop"] == [crop_node, 1]
+    photo_node = next(k for k, n in full_frame.items() if n["class_type"] == "LoadImage")
     save = inputs(full_frame, "VExpressSaveVideo")[0]
-    assert full_frame[save["images"][0]]["class_type"] == "VExpressPasteBack"
+    assert save["crop"] == [crop_node, 1] and save["full_image"] == [photo_node, 0]
+    assert full_frame[save["images"][0]]["class_type"] == "VExpressSampler"
+    assert inputs(full_frame, "VExpressRetargetKps")[0]["crop"] == [crop_node, 1]
 
 
 # --------------------------------------------------------------------------------------- the API example

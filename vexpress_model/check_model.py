@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .entry import run_command
 from .errors import CheckpointMismatchError, ModelFolderError
 
 
@@ -101,7 +102,8 @@ def check_model_folder(
     try:
         constants = VExpressConstants.from_json(paths.vexpress_config)
         if paths.vexpress_config is not None:
-            result.add("vexpress_config.json", "ok", f"{len(constants.overridden)} size constants for a non-standard model")
+            note = f"{len(constants.overridden)} size constants for a non-standard model"
+            result.add("vexpress_config.json", "ok", note)
     except ModelFolderError as exc:
         result.add("vexpress_config.json", "BAD", str(exc), "fix or delete v-express/vexpress_config.json")
 
@@ -234,18 +236,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wav2vec2_search_dir", action="append", help="extra folder to search for wav2vec2")
     parser.add_argument("--insightface_search_dir", action="append", help="extra folder to search for insightface")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    result = check_model_folder(
-        args.model_dir,
-        vae=args.vae,
-        wav2vec2=args.wav2vec2,
-        insightface_root=args.insightface_root,
-        vae_search_dirs=args.vae_search_dir,
-        wav2vec2_search_dirs=args.wav2vec2_search_dir,
-        insightface_search_dirs=args.insightface_search_dir,
-    )
-    print(format_result(result))
-    return 0 if result.ok else 1
+
+    def work() -> int:
+        result = check_model_folder(
+            args.model_dir,
+            vae=args.vae,
+            wav2vec2=args.wav2vec2,
+            insightface_root=args.insightface_root,
+            vae_search_dirs=args.vae_search_dir,
+            wav2vec2_search_dirs=args.wav2vec2_search_dir,
+            insightface_search_dirs=args.insightface_search_dir,
+        )
+        print(format_result(result))
+        return 0 if result.ok else 1
+
+    return run_command(work, log_level=logging.WARNING, log_format="%(levelname)s %(name)s: %(message)s")
 
 
 if __name__ == "__main__":

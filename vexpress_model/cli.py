@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .conditioning.face_crop import DEFAULT_CROP_SCALE
-from .errors import InputError, MissingModelFilesError, ProcessFailedError, VExpressError
+from .entry import EXIT_INTERRUPTED, EXIT_USER_ERROR, one_line, run_command, setup_logging
+from .errors import InputError, ProcessFailedError, VExpressError
 from .options import (
     COLOR_MATCH_MODES,
     COMPAT_MODES,
@@ -29,11 +30,8 @@ from .options import (
 from .outputs.paste_back import DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
 from .pipeline.distributed import DEFAULT_TIMEOUT_S
 
-logger = logging.getLogger("vexpress.cli")
+EXIT_FAILED = 1  # a process of a torchrun launch failed for another reason than a bad input
 
-EXIT_USER_ERROR = 2
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
 
 
 class _RaisingParser(argparse.ArgumentParser):
@@ -154,11 +152,6 @@ def build_parser(*, inputs_required: bool = True, for_jobs: bool = False, prog: 
     return parser
 
 
-def one_line(error: BaseException) -> str:
-    """An error message on one line, so that scripts and logs keep it together."""
-    return " ".join(part.strip() for part in str(error).splitlines() if part.strip()) or type(error).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .pipeline.distributed import torchrun_launch
@@ -169,26 +162,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: " + one_line(error), file=sys.stderr)
         return EXIT_USER_ERROR
     quiet = args.quiet or (launch is not None and not launch.is_main)  # progress and logs once, from rank 0
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
+    setup_logging(logging.WARNING if quiet else logging.INFO)
     if launch is not None:
         return main_distributed(args, launch)
-    from .generate import run_generation
-    from .request import request_from_cli_args
 
-    try:
-        request = request_from_cli_args(args)
-        output = run_generation(request)
-    except MissingModelFilesError as error:
-        print(f"error: {error}", file=sys.stderr)  # a table of files and the ways to get them: several lines
-        return EXIT_USER_ERROR
-    except VExpressError as error:
-        print("error: " + one_line(error), file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted: no video was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    print(output)
-    return 0
+    def work() -> None:
+        from .generate import run_generation
+        from .request import request_from_cli_args
+
+        print(run_generation(request_from_cli_args(args)))
+
+    return run_command(work, interrupted_message="interrupted: no video was written")
 
 
 def main_distributed(args: argparse.Namespace, launch: Any) -> int:

@@ -25,7 +25,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import InputError, VExpressError
+from .entry import run_command
+from .errors import InputError
 from .options import FACE_DETECTORS, FACE_SELECTIONS, KPS_FORMATS
 from .validation import require_output_folder
 
@@ -150,17 +151,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        run(args)
-    except VExpressError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return run_command(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -183,13 +183,12 @@ def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> 
         return check_points_in_frame(
             points, request.width, request.height, f"reference kps file {request.reference_kps_path}"
         )
-    from .inputs.face_detection import detect_reference_kps, reference_face_selection
-    from .inputs.image import load_detection_image
+    from .inputs.face_detection import reference_kps_from_image
 
-    image = load_detection_image(request.reference_image, request.width, request.height, request.compat)
-    with _face_detector(request, paths, device) as detector:  # closed at once: its session holds device memory
-        select = reference_face_selection(request.compat)
-        return detect_reference_kps(image, detector, select, name=f"reference image {request.reference_image}")
+    return reference_kps_from_image(
+        request.reference_image, request.width, request.height, request.compat,
+        lambda: _face_detector(request, paths, device), name=f"reference image {request.reference_image}",
+    )
 
 
 def full_frame_reference(request: GenerationRequest, paths: Any, device: Any) -> tuple[np.ndarray, Any]:
@@ -388,6 +387,7 @@ def run_generation(
     from .conditioning.kps_images import draw_kps_images, kps_image_source
     from .outputs.median_filter import median_filter_enabled, median_filtered_chunks
     from .outputs.video import VideoWriter
+    from .pipeline.audio_input import Waveform16k
     from .pipeline.gather import decode_gathered
     from .pipeline.hooks import Hooks, SamplingSettings
     from .pipeline.sampler import VExpressPipeline
@@ -416,18 +416,16 @@ def run_generation(
         compile_unet=request.compile_unet,
         process_group=None if distributed is None else distributed.group,
     )
-    settings = SamplingSettings(
-        num_inference_steps=request.num_inference_steps,
-        guidance_scale=request.guidance_scale,
-        reference_attention_weight=request.reference_attention_weight,
-        audio_attention_weight=request.audio_attention_weight,
-        seed=request.seed,
+    settings = SamplingSettings.from_values(
+        request.num_inference_steps, request.guidance_scale, request.reference_attention_weight,
+        request.audio_attention_weight, request.seed,
     )
     progress, close_bar = _progress_bar(request.show_progress and main)
     hooks = Hooks(progress=progress, dump=dump)
     try:
         if distributed is None:
-            frames = pipeline.generate(inputs.reference_image, kps_images, inputs.waveform_16k, plan, settings, hooks)
+            audio = Waveform16k(inputs.waveform_16k)
+            frames = pipeline.generate(inputs.reference_image, kps_images, audio, plan, settings, hooks)
         else:
             # Every process computes the reference pass, the kps features and the audio tokens itself rather than
             # receiving them from rank 0: they cost less than one denoising step (benchmarks/bench_distributed.py,

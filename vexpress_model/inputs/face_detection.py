@@ -213,6 +213,29 @@ def reference_face_selection(compat: str) -> Selection:
     return "score" if compat == "original" else "largest"
 
 
+def reference_kps_from_image(
+    image: str | Path | np.ndarray,
+    width: int,
+    height: int,
+    compat: str,
+    open_detector: Callable[[], Any],
+    *,
+    name: str = "reference image",
+) -> np.ndarray:
+    """The reference kps [3, 2] in pixels of the ``width`` x ``height`` output frame, detected on the portrait as
+    the pipeline sees it (``inputs.image.load_detection_image``) with the face rule of ``compat``.
+
+    ``open_detector()`` gives a detector used as a context manager (each front end opens its own kind, from its
+    own folders); it is closed as soon as the kps are found, since its ONNX session holds device memory the
+    denoising UNet can use.
+    """
+    from .image import load_detection_image
+
+    detection_image = load_detection_image(image, width, height, compat)
+    with open_detector() as detector:
+        return detect_reference_kps(detection_image, detector, reference_face_selection(compat), name=name)
+
+
 def detect_reference_kps(
     image: np.ndarray, detector: Any, select: Selection = "largest", *, name: str = "reference image"
 ) -> np.ndarray:

@@ -148,13 +148,18 @@ def load_denoising_state(
     return unet
 
 
+def _settings(paths: ModelPaths | str | Path, roles: tuple[str, ...], config: UNetConfig | None,
+              constants: VExpressConstants | None) -> tuple[ModelPaths, UNetConfig, VExpressConstants]:
+    """The model paths (checked to hold ``roles``), the UNet config and the size constants (given or read)."""
+    paths = _as_paths(paths)
+    paths.require(*roles)
+    return paths, config or load_unet_config(paths), constants or load_constants(paths)
+
+
 def load_denoising_unet(paths: ModelPaths | str | Path, dtype: torch.dtype | str = torch.float16,
                         device: torch.device | str = "cpu", *, config: UNetConfig | None = None,
                         constants: VExpressConstants | None = None) -> DenoisingUNet:
-    paths = _as_paths(paths)
-    paths.require("denoising_unet", "motion_module")
-    config = config or load_unet_config(paths)
-    constants = constants or load_constants(paths)
+    paths, config, constants = _settings(paths, ("denoising_unet", "motion_module"), config, constants)
     unet = build_denoising_unet(config, constants)
     main = open_checkpoint(paths.denoising_unet, _label(paths.denoising_unet))
     motion = open_checkpoint(paths.motion_module, _label(paths.motion_module))
@@ -174,20 +179,15 @@ def _load_single_file(module: nn.Module, path: Path, dtype: torch.dtype | str, d
 def load_reference_net(paths: ModelPaths | str | Path, dtype: torch.dtype | str = torch.float16,
                        device: torch.device | str = "cpu", *, config: UNetConfig | None = None,
                        constants: VExpressConstants | None = None) -> ReferenceNet:
-    paths = _as_paths(paths)
-    paths.require("reference_net")
-    config = config or load_unet_config(paths)
-    net = build_reference_net(config, constants or load_constants(paths))
+    paths, config, constants = _settings(paths, ("reference_net",), config, constants)
+    net = build_reference_net(config, constants)
     return _load_single_file(net, paths.reference_net, dtype, device, "V-Express ReferenceNet", _unet_hint(paths))
 
 
 def load_kps_guider(paths: ModelPaths | str | Path, dtype: torch.dtype | str = torch.float16,
                     device: torch.device | str = "cpu", *, constants: VExpressConstants | None = None,
                     config: UNetConfig | None = None) -> VKpsGuider:
-    paths = _as_paths(paths)
-    paths.require("v_kps_guider")
-    constants = constants or load_constants(paths)
-    config = config or load_unet_config(paths)
+    paths, config, constants = _settings(paths, ("v_kps_guider",), config, constants)
     if constants.kps_guider_conditioning_channels != config.block_out_channels[0]:
         raise CheckpointMismatchError(
             f"kps_guider_conditioning_channels = {constants.kps_guider_conditioning_channels} "
@@ -201,10 +201,7 @@ def load_kps_guider(paths: ModelPaths | str | Path, dtype: torch.dtype | str = t
 def load_audio_projection(paths: ModelPaths | str | Path, dtype: torch.dtype | str = torch.float16,
                           device: torch.device | str = "cpu", *, constants: VExpressConstants | None = None,
                           config: UNetConfig | None = None) -> AudioProjection:
-    paths = _as_paths(paths)
-    paths.require("audio_projection")
-    constants = constants or load_constants(paths)
-    config = config or load_unet_config(paths)
+    paths, config, constants = _settings(paths, ("audio_projection",), config, constants)
     names = ("audio_proj_inp_dim", "audio_proj_depth", "audio_proj_heads", "audio_proj_dim_head",
              "audio_proj_ff_mult", "num_pad_audio_frames")
     return _load_single_file(build_audio_projection(constants, config), paths.audio_projection, dtype, device,

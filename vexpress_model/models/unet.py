@@ -9,7 +9,6 @@ need the frame axis.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,8 +27,6 @@ from .layers import (
     SpatialTransformer,
     TransformerBlock,
 )
-
-logger = logging.getLogger("vexpress.models")
 
 
 def _resnet(config: UNetConfig, cin: int, cout: int) -> ResnetBlock2D:

@@ -37,6 +37,20 @@ class SamplingSettings:
     audio_attention_weight: float = 3.0
     seed: int = 42
 
+    @classmethod
+    def from_values(
+        cls,
+        num_inference_steps: Any,
+        guidance_scale: Any,
+        reference_attention_weight: Any,
+        audio_attention_weight: Any,
+        seed: Any,
+    ) -> SamplingSettings:
+        """Settings from a front end's values (command-line flags, node widgets), as numbers of the right kind;
+        checked as every ``SamplingSettings`` is."""
+        return cls(int(num_inference_steps), float(guidance_scale), float(reference_attention_weight),
+                   float(audio_attention_weight), int(seed))
+
     def __post_init__(self) -> None:
         # NaN passes every range check: a NaN weight gives a black video, a NaN scale turns guidance off.
         require_inference_steps(self.num_inference_steps)

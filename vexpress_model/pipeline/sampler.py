@@ -47,6 +47,7 @@ from torch import nn
 from ..conditioning.kps_images import KpsImageSource
 from ..errors import InputError
 from ..options import Compat, check_compat
+from .audio_input import AudioInput, audio_tokens_for
 from .denoise import DDIM_CONFIG, UNetLike, UNetRunner, WindowDenoiser, WindowPlan, check_windows
 from .device_placement import ModulePlacement, Placement, module_device
 from .hooks import Hooks, SamplingSettings
@@ -471,29 +472,22 @@ class VExpressPipeline:
         self,
         reference_image: np.ndarray | torch.Tensor,
         kps_images: np.ndarray | torch.Tensor | KpsImageSource,
-        audio: torch.Tensor | np.ndarray,
+        audio: AudioInput | np.ndarray | torch.Tensor,
         plan: FramePlan,
         settings: SamplingSettings | None = None,
         hooks: Hooks | None = None,
         *,
-        audio_is_tokens: bool = False,
         output: Literal["uint8", "float"] = "uint8",
     ) -> Iterator[np.ndarray]:
         """All stages; returns the iterator of decoded frame chunks once sampling is done.
 
-        ``audio``: a mono 16 kHz waveform ``[N]`` (wav2vec2 runs here), per-frame windows ``[T, 10, D_w]``
-        (``conditioning.audio_features.audio_windows``), or projected tokens ``[T, n, D]`` with
-        ``audio_is_tokens=True``. ``kps_images``: see :meth:`encode_kps`. Call :meth:`finish` after consuming the
-        iterator (offload mode).
+        ``audio`` (:mod:`.audio_input`): a ``Waveform16k`` (wav2vec2 runs here), ``Wav2Vec2Features``,
+        ``AudioWindows`` or ``AudioTokens``; a bare array is a waveform ``[N]`` or windows ``[T, 10, D]``.
+        ``kps_images``: see :meth:`encode_kps`. Call :meth:`finish` after consuming the iterator (offload mode).
         """
         hooks = hooks or Hooks()
         reference = self.encode_reference(reference_image, hooks)
         kps = self.encode_kps(kps_images, plan.num_frames, hooks)
-        if audio_is_tokens:
-            tokens = torch.as_tensor(audio)
-        elif np.ndim(audio) == 1:
-            tokens = self.encode_audio(audio, plan.num_frames, hooks=hooks)
-        else:
-            tokens = self.project_audio(audio, hooks)
+        tokens = audio_tokens_for(self, audio, plan.num_frames, hooks)
         latents = self.sample(reference, kps, tokens, plan.windows, settings, hooks)
         return self.decode(latents, output=output, hooks=hooks)

@@ -173,7 +173,9 @@ def write_random_model_folder(
     if size == "full":
         source = Path(configs_dir) if configs_dir is not None else default_configs_dir()
         if source is None or not source.is_dir():
-            raise FileNotFoundError("real configs not found: pass configs_dir (shared/vexpress/real_configs/model_ckpts)")
+            raise FileNotFoundError(
+                "real configs not found: pass configs_dir (shared/vexpress/real_configs/model_ckpts)"
+            )
         unet_raw = json.loads((source / "stable-diffusion-v1-5" / "unet" / "config.json").read_text())
         vae_raw = json.loads((source / "sd-vae-ft-mse" / "config.json").read_text())
         constants = VExpressConstants()
