@@ -229,8 +229,9 @@ def test_incomplete_model_folder(good_args, capsys, tiny_model_dir, tmp_path):
     shutil.copytree(tiny_model_dir, broken)
     (broken / "v-express" / "motion_module.bin").unlink()
     # Missing model files are the one multi-line message: a table of the files, then the ways to get them.
-    argv = [part for key, value in {**good_args, "--model_dir": str(broken)}.items()
-            for part in ((key, value) if value else (key,))]
+    # insightface asked for by name: its detector file is then needed too (auto would take MediaPipe if installed).
+    args = {**good_args, "--model_dir": str(broken), "--face_detector": "insightface"}
+    argv = [part for key, value in args.items() for part in ((key, value) if value else (key,))]
     assert main(argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0] == "error: 2 V-Express model file(s) are missing and downloading is off:"
