@@ -1,0 +1,42 @@
+"""A stand-in for ComfyUI's HTTP API, served from a thread on 127.0.0.1, for the tests of ``scripts/api_example.py``.
+
+:class:`ComfyApiHandler` answers the way every fake here does (quiet log, JSON or raw replies, multipart uploads
+read back); each test subclasses it with the routes and the state it needs and starts it with :func:`serve`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class ComfyApiHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep the test output clean
+        pass
+
+    def reply(self, code: int, payload, raw: bool = False) -> None:
+        """Answer with ``payload`` as JSON, or as the bytes themselves when ``raw``."""
+        body = payload if raw else json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def read_body(self) -> bytes:
+        return self.rfile.read(int(self.headers["Content-Length"]))
+
+    @staticmethod
+    def uploaded_file(body: bytes) -> tuple[str, bytes]:
+        """The file name and content of a one-file multipart body, as ComfyUI's ``/upload/image`` receives it."""
+        marker = b'filename="'
+        name = body[body.index(marker) + len(marker):].split(b'"')[0].decode()
+        content = body.split(b"\r\n\r\n")[-1].rsplit(b"\r\n--", 1)[0]
+        return name, content
+
+
+def serve(handler: type[ComfyApiHandler]) -> tuple[ThreadingHTTPServer, str]:
+    """Start ``handler`` on a free port in a daemon thread; the server (``shutdown()`` when done) and its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
