@@ -1,4 +1,5 @@
-"""A stand-in for ComfyUI's HTTP API, served from a thread on 127.0.0.1, for the tests of ``scripts/api_example.py``.
+"""For the tests of ``scripts/api_example.py``: the script itself (:func:`load_api_example`) and a stand-in for
+ComfyUI's HTTP API, served from a thread on 127.0.0.1.
 
 :class:`ComfyApiHandler` answers the way every fake here does (quiet log, JSON or raw replies, multipart uploads
 read back); each test subclasses it with the routes and the state it needs and starts it with :func:`serve`.
@@ -6,9 +7,22 @@ read back); each test subclasses it with the routes and the state it needs and s
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+
+API_EXAMPLE = Path(__file__).resolve().parents[1] / "scripts" / "api_example.py"
+
+
+def load_api_example() -> ModuleType:
+    """``scripts/api_example.py`` as a module (scripts/ is not a package: it is loaded from its file)."""
+    spec = importlib.util.spec_from_file_location("api_example", API_EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class ComfyApiHandler(BaseHTTPRequestHandler):

@@ -6,7 +6,6 @@ takes a little time per prompt, so that two servers really share the queue.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 import urllib.parse
@@ -15,19 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_comfy_api import ComfyApiHandler, serve
+from tests.fake_comfy_api import ComfyApiHandler, load_api_example, serve
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = {"2": {"class_type": "LoadAudio", "inputs": {"audio": "x.wav"}},
             "4": {"class_type": "LoadImage", "inputs": {"image": "x.png"}},
             "7": {"class_type": "VExpressSampler", "inputs": {"steps": 20}}}
-
-
-def _api():
-    spec = importlib.util.spec_from_file_location("api_example", REPO / "scripts" / "api_example.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class FakeComfy:
@@ -84,7 +76,7 @@ def servers():
 
 
 def test_jobs_are_spread_over_servers_recorded_and_resumed(servers, tmp_path, capsys):
-    api = _api()
+    api = load_api_example()
     workflow = tmp_path / "wf.json"
     workflow.write_text(json.dumps(WORKFLOW))
     portrait = tmp_path / "me.png"
@@ -124,7 +116,7 @@ def test_jobs_are_spread_over_servers_recorded_and_resumed(servers, tmp_path, ca
 
 
 def test_an_unreachable_server_hands_its_jobs_to_the_others(servers, tmp_path):
-    api = _api()
+    api = load_api_example()
     workflow = tmp_path / "wf.json"
     workflow.write_text(json.dumps(WORKFLOW))
     jobs = tmp_path / "jobs.jsonl"

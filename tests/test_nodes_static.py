@@ -4,7 +4,6 @@ locales, node docs, and the example workflows in both formats."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_comfy_api import ComfyApiHandler, serve
+from tests.fake_comfy_api import ComfyApiHandler, load_api_example, serve
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_FILES = sorted((REPO / "nodes").glob("*.py"))
@@ -240,13 +239,6 @@ def test_the_manual_scenarios_are_all_there():
 # --------------------------------------------------------------------------------------- the API example
 
 
-def _load_api_example():
-    spec = importlib.util.spec_from_file_location("api_example", REPO / "scripts" / "api_example.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_api_example_uses_only_the_standard_library():
     tree = ast.parse((REPO / "scripts" / "api_example.py").read_text())
     modules = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
@@ -298,7 +290,7 @@ def fake_comfyui(tmp_path):
 
 def test_api_example_uploads_queues_waits_and_downloads(fake_comfyui, tmp_path):
     url, state = fake_comfyui
-    api = _load_api_example()
+    api = load_api_example()
     workflow = tmp_path / "wf.json"
     workflow.write_text((WORKFLOWS / "api" / "V-Express 2 - Any speech, still head (fix_face).json").read_text())
     speech = tmp_path / "speech.wav"
@@ -314,7 +306,7 @@ def test_api_example_uploads_queues_waits_and_downloads(fake_comfyui, tmp_path):
 
 def test_api_example_reports_rejections_and_ui_format(fake_comfyui, tmp_path):
     url, _state = fake_comfyui
-    api = _load_api_example()
+    api = load_api_example()
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"1": {"class_type": "bad", "inputs": {}}}))
     assert api.main([str(bad), "--url", url, "--out", str(tmp_path)]) == 2
