@@ -16,7 +16,6 @@ import pytest
 
 from tests.fake_comfy_api import ComfyApiHandler, load_api_example, serve
 
-REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = {"2": {"class_type": "LoadAudio", "inputs": {"audio": "x.wav"}},
             "4": {"class_type": "LoadImage", "inputs": {"image": "x.png"}},
             "7": {"class_type": "VExpressSampler", "inputs": {"steps": 20}}}
