@@ -3,8 +3,8 @@
     python benchmarks/bench_cpu_proxy.py                       # smoke size, 1 s / 4 s / 16 s of audio, 3 steps
     python benchmarks/bench_cpu_proxy.py --size proxy --seconds 1 4
 
-Random weights of the real topology at reduced width (``benchmarks/_common.py``), fp32, a fixed thread count
-(1 by default, like the parity runs of the original).
+Random weights of the real topology at reduced width (``vexpress_model.testing.bench_models``), fp32, a fixed
+thread count (1 by default, like the parity runs of the original).
 Each (implementation, audio length) runs in its own process, so that peak RSS is that run's own. Both
 implementations get the same weights, inputs, seed and context windows (24/4, fixed-mode frame count
 ``round(30 x seconds)``), so their final latents must agree to float rounding -- the benchmark is void otherwise.
@@ -39,19 +39,17 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from _common import (  # noqa: E402
-    SIZES,
+from vexpress_model.testing.bench_inputs import (
     CallCounter,
     audio_windows,
-    build_models,
     kps_image_source,
     kps_track,
     peak_rss_mb,
     reference_image,
 )
+from vexpress_model.testing.bench_models import SIZES, build_models
+
+HERE = Path(__file__).resolve().parent
 
 
 def worker(args: argparse.Namespace) -> dict:

@@ -4,9 +4,9 @@
     python benchmarks/bench_distributed.py --size smoke --seconds 2 --processes 1 2 3
 
 Each process count runs under torchrun (``python -m torch.distributed.run``), one torch thread per process, on the
-random-weight proxy model of ``bench_cpu_proxy.py`` (``_common.py``), fp32, windows 24/4, CFG 3.5, two windows per
-UNet call. Every process builds the same weights (seeded) and computes the conditions itself (reference pass, kps
-features, audio tokens: "prep"), as the command line does under torchrun.
+random-weight proxy model of ``bench_cpu_proxy.py`` (``vexpress_model.testing.bench_models``), fp32, windows 24/4,
+CFG 3.5, two windows per UNet call. Every process builds the same weights (seeded) and computes the conditions
+itself (reference pass, kps features, audio tokens: "prep"), as the command line does under torchrun.
 
 Reported per process count: per-step wall time (the fastest of steps 2..N: load from other processes only ever
 adds time) and CPU seconds per step of each rank, bytes all-reduced per step (counted at ``torch.distributed``),
@@ -35,10 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from _common import SIZES, audio_windows, build_models, kps_image_source, kps_track, reference_image  # noqa: E402
+from vexpress_model.testing.bench_inputs import audio_windows, kps_image_source, kps_track, reference_image
+from vexpress_model.testing.bench_models import SIZES, build_models
 
 
 def worker(args: argparse.Namespace) -> None:

@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from _common import SIZES, audio_windows, build_models, kps_image_source, kps_track, reference_image  # noqa: E402
+from vexpress_model.testing.bench_inputs import audio_windows, kps_image_source, kps_track, reference_image
+from vexpress_model.testing.bench_models import SIZES, build_models
 
 
 def main() -> None:

@@ -6,7 +6,6 @@ and no media binaries live in the repository.
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +63,7 @@ def write_audio(path: Path, waveform: np.ndarray, sample_rate: int) -> Path:
     """Write float32 [channels, samples] audio; the container and codec follow the file extension.
 
     WAV is written as PCM16 with the standard library (so a zero-length file is still a valid WAV);
-    compressed formats are encoded with PyAV.
+    compressed formats by the library's own PyAV writer (``vexpress_model.outputs.audio.write_audio_file``).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -80,24 +79,9 @@ def write_audio(path: Path, waveform: np.ndarray, sample_rate: int) -> Path:
             handle.writeframes(np.ascontiguousarray(samples).tobytes())
         return path
 
-    import av
+    from vexpress_model.outputs.audio import write_audio_file
 
-    codec = {".mp3": "libmp3lame", ".flac": "flac", ".m4a": "aac", ".ogg": "libopus"}[suffix]
-    layout = "mono" if channels == 1 else "stereo"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=sample_rate)
-        stream.layout = layout
-        frame = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(waveform.astype(np.float32)), format="fltp", layout=layout
-        )
-        frame.sample_rate = sample_rate
-        frame.pts = 0
-        frame.time_base = Fraction(1, sample_rate)
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+    return write_audio_file(path, waveform, sample_rate)
 
 
 def write_kps_original(path: Path, points: np.ndarray) -> Path:

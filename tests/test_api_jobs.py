@@ -6,28 +6,19 @@ takes a little time per prompt, so that two servers really share the queue.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import threading
 import time
 import urllib.parse
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.fake_comfy_api import ComfyApiHandler, load_api_example, serve
+
 WORKFLOW = {"2": {"class_type": "LoadAudio", "inputs": {"audio": "x.wav"}},
             "4": {"class_type": "LoadImage", "inputs": {"image": "x.png"}},
             "7": {"class_type": "VExpressSampler", "inputs": {"steps": 20}}}
-
-
-def _api():
-    spec = importlib.util.spec_from_file_location("api_example", REPO / "scripts" / "api_example.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class FakeComfy:
@@ -39,53 +30,40 @@ class FakeComfy:
         self.finished_at: dict[str, float] = {}
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _reply(self, code, payload, raw=False):
-                body = payload if raw else json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(ComfyApiHandler):
             def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
+                body = self.read_body()
                 if self.path == "/upload/image":
-                    marker = b'filename="'
-                    name = body[body.index(marker) + len(marker):].split(b'"')[0].decode()
+                    name, _content = self.uploaded_file(body)
                     owner.uploads.append(name)
-                    return self._reply(200, {"name": name, "subfolder": "", "type": "input"})
+                    return self.reply(200, {"name": name, "subfolder": "", "type": "input"})
                 if self.path == "/prompt":
                     prompt_id = uuid.uuid4().hex
                     owner.prompts[prompt_id] = json.loads(body)["prompt"]
                     owner.finished_at[prompt_id] = time.monotonic() + 0.3  # ComfyUI takes a while
-                    return self._reply(200, {"prompt_id": prompt_id, "number": 0, "node_errors": {}})
-                return self._reply(404, {})
+                    return self.reply(200, {"prompt_id": prompt_id, "number": 0, "node_errors": {}})
+                return self.reply(404, {})
 
             def do_GET(self):
                 if self.path.startswith("/history/"):
                     prompt_id = self.path.rsplit("/", 1)[1]
                     if time.monotonic() < owner.finished_at[prompt_id]:
-                        return self._reply(200, {})
+                        return self.reply(200, {})
                     audio = owner.prompts[prompt_id]["2"]["inputs"]["audio"]
                     if audio == "fail.wav":
                         status = {"status_str": "error", "messages": [["execution_error", {
                             "node_type": "LoadAudio", "node_id": "2", "exception_message": "cannot decode fail.wav"}]]}
-                        return self._reply(200, {prompt_id: {"status": status, "outputs": {}}})
+                        return self.reply(200, {prompt_id: {"status": status, "outputs": {}}})
                     entry = {"status": {"status_str": "success", "messages": []},
                              "outputs": {"8": {"images": [{"filename": f"{audio}.mp4", "subfolder": "",
                                                            "type": "output"}]}}}
-                    return self._reply(200, {prompt_id: entry})
+                    return self.reply(200, {prompt_id: entry})
                 if self.path.startswith("/view?"):
                     query = urllib.parse.parse_qs(self.path.split("?", 1)[1])
-                    return self._reply(200, f"video of {query['filename'][0]}".encode(), raw=True)
-                return self._reply(404, {})
+                    return self.reply(200, f"video of {query['filename'][0]}".encode(), raw=True)
+                return self.reply(404, {})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = serve(Handler)
 
 
 @pytest.fixture
@@ -97,7 +75,7 @@ def servers():
 
 
 def test_jobs_are_spread_over_servers_recorded_and_resumed(servers, tmp_path, capsys):
-    api = _api()
+    api = load_api_example()
     workflow = tmp_path / "wf.json"
     workflow.write_text(json.dumps(WORKFLOW))
     portrait = tmp_path / "me.png"
@@ -137,7 +115,7 @@ def test_jobs_are_spread_over_servers_recorded_and_resumed(servers, tmp_path, ca
 
 
 def test_an_unreachable_server_hands_its_jobs_to_the_others(servers, tmp_path):
-    api = _api()
+    api = load_api_example()
     workflow = tmp_path / "wf.json"
     workflow.write_text(json.dumps(WORKFLOW))
     jobs = tmp_path / "jobs.jsonl"

@@ -321,12 +321,17 @@ def test_cancel_during_a_long_run_interrupts_within_one_unet_call(frontend, serv
 # ------------------------------------------------------------------------------------------ tooltip, docs
 
 
-WIDGET_SCREEN_POINT = """([type, name]) => {
+# Where on the screen a node's widget row is (the first column of the row), or, with no widget, the middle of
+# the node's title bar: the graph's canvas coordinates through the canvas transform and the page offset.
+NODE_SCREEN_POINT = """([type, widgetName]) => {
     const app = window.app, canvas = app.canvas;
     const node = app.graph.nodes.find((n) => n.type === type);
-    const widget = node.widgets.find((w) => w.name === name);
-    const y = widget.last_y ?? widget.y;
-    const point = canvas.ds.convertOffsetToCanvas([node.pos[0] + 40, node.pos[1] + y + 10]);
+    let offset = [node.size[0] / 2, -15];
+    if (widgetName !== null) {
+        const widget = node.widgets.find((w) => w.name === widgetName);
+        offset = [40, (widget.last_y ?? widget.y) + 10];
+    }
+    const point = canvas.ds.convertOffsetToCanvas([node.pos[0] + offset[0], node.pos[1] + offset[1]]);
     const rect = canvas.canvas.getBoundingClientRect();
     return [rect.left + point[0], rect.top + point[1]];
 }"""
@@ -335,7 +340,7 @@ WIDGET_SCREEN_POINT = """([type, name]) => {
 def test_tooltip_shows_on_hover(frontend):
     ui = frontend
     _open_template(ui, QUEUED)
-    x, y = ui.js(WIDGET_SCREEN_POINT, ["VExpressSampler", "steps"])
+    x, y = ui.js(NODE_SCREEN_POINT, ["VExpressSampler", "steps"])
     ui.page.mouse.move(x - 5, y)
     ui.page.mouse.move(x, y)
     tooltip = ui.page.locator(".node-tooltip")
@@ -344,19 +349,10 @@ def test_tooltip_shows_on_hover(frontend):
     assert "steps" in tooltip.inner_text().lower() or "denois" in tooltip.inner_text().lower()
 
 
-NODE_TITLE_SCREEN_POINT = """(type) => {
-    const app = window.app, canvas = app.canvas;
-    const node = app.graph.nodes.find((n) => n.type === type);
-    const point = canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] / 2, node.pos[1] - 15]);
-    const rect = canvas.canvas.getBoundingClientRect();
-    return [rect.left + point[0], rect.top + point[1]];
-}"""
-
-
 def test_node_docs_page_opens(frontend):
     ui = frontend
     _open_template(ui, QUEUED)
-    x, y = ui.js(NODE_TITLE_SCREEN_POINT, "VExpressSampler")
+    x, y = ui.js(NODE_SCREEN_POINT, ["VExpressSampler", None])
     ui.page.mouse.click(x, y)  # select the node: the selection toolbox appears above it
     ui.page.wait_for_timeout(500)
     ui.shot("selected")

@@ -57,25 +57,28 @@ def _original_scales(reference: np.ndarray, driving: np.ndarray) -> np.ndarray:
     return np.array([ref_eyes / last_eyes, ref_nose / last_nose])
 
 
-def test_original_offset_retarget_moves_minus_half_the_scaled_nose_motion(
-    parity_driving: tuple[np.ndarray, np.ndarray],
-) -> None:
-    reference, driving = parity_driving
-    out = retarget_kps(reference, driving, "offset_retarget", compat="original")
-    scale = _original_scales(reference, driving)
+def _offset_retarget_expected(reference: np.ndarray, driving: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """offset_retarget: the reference moved by minus half the scaled nose motion."""
     motion = (driving[:, 2, :] - driving[0, 2, :]) * scale
-    expected = reference[None] - motion[:, None, :] / 2
-    assert out.dtype == np.float32
-    assert np.abs(out - expected).max() < 1e-4
+    return reference[None] - motion[:, None, :] / 2
 
 
-def test_original_naive_retarget_puts_the_first_nose_on_the_reference(
-    parity_driving: tuple[np.ndarray, np.ndarray],
+def _naive_retarget_expected(reference: np.ndarray, driving: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """naive_retarget: the scaled driving track with its first nose put on the reference's nose."""
+    return reference[2] + (driving - driving[0, 2, :]) * scale
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected_of"),
+    [("offset_retarget", _offset_retarget_expected), ("naive_retarget", _naive_retarget_expected)],
+)
+def test_original_retarget_follows_the_original_formula(
+    parity_driving: tuple[np.ndarray, np.ndarray], mode: str, expected_of
 ) -> None:
     reference, driving = parity_driving
-    out = retarget_kps(reference, driving, "naive_retarget", compat="original")
-    scale = _original_scales(reference, driving)
-    expected = reference[2] + (driving - driving[0, 2, :]) * scale
+    out = retarget_kps(reference, driving, mode, compat="original")
+    expected = expected_of(reference, driving, _original_scales(reference, driving))
+    assert out.dtype == np.float32
     assert np.abs(out - expected).max() < 1e-4
 
 

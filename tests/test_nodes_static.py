@@ -4,13 +4,14 @@ locales, node docs, and the example workflows in both formats."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.fake_comfy_api import ComfyApiHandler, load_api_example, serve
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_FILES = sorted((REPO / "nodes").glob("*.py"))
@@ -241,13 +242,6 @@ def test_the_manual_scenarios_are_all_there():
 # --------------------------------------------------------------------------------------- the API example
 
 
-def _load_api_example():
-    spec = importlib.util.spec_from_file_location("api_example", REPO / "scripts" / "api_example.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_api_example_uses_only_the_standard_library():
     tree = ast.parse((REPO / "scripts" / "api_example.py").read_text())
     modules = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
@@ -258,64 +252,48 @@ def test_api_example_uses_only_the_standard_library():
 @pytest.fixture
 def fake_comfyui(tmp_path):
     """A minimal stand-in for ComfyUI's HTTP API (upload, prompt, history, view, interrupt) in a thread."""
-    import threading
     import urllib.parse
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     state = {"uploads": {}, "prompts": {}, "interrupts": 0}
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def _reply(self, code, payload, raw=False):
-            body = payload if raw else json.dumps(payload).encode()
-            self.send_response(code)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Handler(ComfyApiHandler):
         def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
+            body = self.read_body()
             if self.path == "/upload/image":
-                marker = b'filename="'
-                name = body[body.index(marker) + len(marker):].split(b'"')[0].decode()
-                content = body.split(b"\r\n\r\n")[-1].rsplit(b"\r\n--", 1)[0]
+                name, content = self.uploaded_file(body)
                 state["uploads"][name] = content
-                return self._reply(200, {"name": name, "subfolder": "", "type": "input"})
+                return self.reply(200, {"name": name, "subfolder": "", "type": "input"})
             if self.path == "/prompt":
                 graph = json.loads(body)["prompt"]
                 if "bad" in json.dumps(graph):
-                    return self._reply(400, {"error": {"message": "invalid"}, "node_errors": {"1": {}}})
+                    return self.reply(400, {"error": {"message": "invalid"}, "node_errors": {"1": {}}})
                 state["prompts"]["p1"] = graph
-                return self._reply(200, {"prompt_id": "p1", "number": 0, "node_errors": {}})
+                return self.reply(200, {"prompt_id": "p1", "number": 0, "node_errors": {}})
             if self.path == "/interrupt":
                 state["interrupts"] += 1
-                return self._reply(200, {})
-            return self._reply(404, {})
+                return self.reply(200, {})
+            return self.reply(404, {})
 
         def do_GET(self):
             if self.path.startswith("/history/"):
                 entry = {"status": {"status_str": "success", "completed": True, "messages": []},
                          "outputs": {"8": {"images": [{"filename": "V_00001_.mp4", "subfolder": "vexpress",
                                                        "type": "output"}], "animated": [True]}}}
-                return self._reply(200, {"p1": entry})
+                return self.reply(200, {"p1": entry})
             if self.path.startswith("/view?"):
                 query = urllib.parse.parse_qs(self.path.split("?", 1)[1])
                 assert query["type"] == ["output"] and query["subfolder"] == ["vexpress"]
-                return self._reply(200, b"mp4 bytes", raw=True)
-            return self._reply(404, {})
+                return self.reply(200, b"mp4 bytes", raw=True)
+            return self.reply(404, {})
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", state
+    server, url = serve(Handler)
+    yield url, state
     server.shutdown()
 
 
 def test_api_example_uploads_queues_waits_and_downloads(fake_comfyui, tmp_path):
     url, state = fake_comfyui
-    api = _load_api_example()
+    api = load_api_example()
     workflow = tmp_path / "wf.json"
     workflow.write_text((WORKFLOWS / "api" / "V-Express 2 - Any speech, still head (fix_face).json").read_text())
     speech = tmp_path / "speech.wav"
@@ -331,7 +309,7 @@ def test_api_example_uploads_queues_waits_and_downloads(fake_comfyui, tmp_path):
 
 def test_api_example_reports_rejections_and_ui_format(fake_comfyui, tmp_path):
     url, _state = fake_comfyui
-    api = _load_api_example()
+    api = load_api_example()
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"1": {"class_type": "bad", "inputs": {}}}))
     assert api.main([str(bad), "--url", url, "--out", str(tmp_path)]) == 2

@@ -1,26 +1,14 @@
-"""Shared pieces of the pipeline benchmarks: random-weight models of the real topology, synthetic inputs.
-
-Random-weight models of the benchmark sizes come from ``vexpress_model.testing.bench_models`` (re-exported here).
-"""
+"""Synthetic benchmark inputs (a smooth kps track, its V-Kps images, a reference image, audio windows) and
+measuring helpers (peak RSS, a call counter) shared by the scripts in ``benchmarks/``; the random-weight models
+come from :mod:`vexpress_model.testing.bench_models`."""
 
 from __future__ import annotations
 
 import math
 import resource
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from vexpress_model.testing.bench_models import SIZES, Size, build_models  # noqa: E402
-
-__all__ = ["SIZES", "Size", "build_models", "audio_windows", "kps_image_source", "kps_track", "peak_rss_mb",
-           "reference_image"]
 
 
 def kps_track(num_frames: int, resolution: int) -> np.ndarray:
