@@ -21,7 +21,7 @@ def kps_track(num_frames: int, resolution: int) -> np.ndarray:
 
 def kps_image_source(track: np.ndarray, resolution: int):
     """A callable ``(start, stop) -> uint8 [n, H, W, 3]`` drawing V-Kps images on demand."""
-    from vexpress_model.conditioning.kps_images import draw_kps_image
+    from ..conditioning.kps_images import draw_kps_image
 
     def source(start: int, stop: int) -> np.ndarray:
         return np.stack([draw_kps_image(resolution, resolution, track[i]) for i in range(start, stop)])
