@@ -144,7 +144,7 @@ def scenarios() -> list[Scenario]:
             _common("fix_face", audio="vexpress_speech_long.mp3", offload="offload", prefix="long_audio"),
         ),
         Scenario(
-            "V-Express 6 - Whole photo, face off-centre (FaceCrop, PasteBack)",
+            "V-Express 6 - Whole photo, face off-centre (FaceCrop, paste-back in SaveVideo)",
             "Full-frame portrait: FaceCrop + paste-back in SaveVideo",
             "Scenario 6: an ordinary photo, the person off-centre. FaceCrop cuts the face out as the square, "
             "face-centred crop the model was trained on; the crop is animated (fix_face) and SaveVideo pastes it "

@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
 # The stand-in detector puts a large face in the middle of any picture; a tight crop leaves a border around it.
 CROP_SCALE = 1.2
-WORKFLOW = REPO / "example_workflows" / "api" / "V-Express 6 - Whole photo, face off-centre (FaceCrop, PasteBack).json"
+WORKFLOW = (REPO / "example_workflows" / "api"
+            / "V-Express 6 - Whole photo, face off-centre (FaceCrop, paste-back in SaveVideo).json")
 PHOTO = REPO / "example_workflows" / "input" / "vexpress_landscape.jpg"
 
 

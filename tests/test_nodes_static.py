@@ -227,7 +227,7 @@ def test_the_manual_scenarios_are_all_there():
     assert inputs(graphs["V-Express 1 - Same person, driving video (no_retarget)"], "VExpressExtractKps")
     other_person = graphs["V-Express 3 - Head motion of another person (offset_retarget)"]
     assert inputs(other_person, "VExpressLoadKps")[0]["kps_file"].endswith(".pth")
-    full_frame = graphs["V-Express 6 - Whole photo, face off-centre (FaceCrop, PasteBack)"]
+    full_frame = graphs["V-Express 6 - Whole photo, face off-centre (FaceCrop, paste-back in SaveVideo)"]
     assert inputs(full_frame, "LoadImage")[0]["image"] == "vexpress_landscape.jpg"
     # The streaming paste-back: SaveVideo gets the sampler's crops, the photo and FaceCrop's crop (no PasteBack).
     assert not inputs(full_frame, "VExpressPasteBack")
