@@ -26,6 +26,7 @@ from .options import (
     MEDIAN_FILTER_MODES,
     REFERENCE_KPS_SPACES,
     RETARGET_STRATEGIES,
+    TEST_STAGES,
 )
 from .outputs.paste_back import DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
 from .pipeline.distributed import DEFAULT_TIMEOUT_S
@@ -101,7 +102,7 @@ def build_parser(*, inputs_required: bool = True, for_jobs: bool = False, prog: 
                             help="audio context frames on each side; the released weights need 2")
     generation.add_argument("--standard_audio_sampling_rate", type=int, default=16000)
     generation.add_argument("--audio_embeddings_type", default="global", choices=("global",))
-    generation.add_argument("--test_stage", default="stage_3", choices=("stage_1", "stage_2", "stage_3"),
+    generation.add_argument("--test_stage", default="stage_3", choices=TEST_STAGES,
                             help="stage_1 disables motion modules and audio attention (as in the original)")
     generation.add_argument("--compat", default="fixed", choices=COMPAT_MODES,
                             help="fixed (default): the original's timing/retarget bugs fixed; "

@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import InputError, ModelFolderError
 from .models.paths import VEXPRESS_FILES
-from .options import STRATEGIES_WITH_DRIVING_KPS
+from .options import CROP_BORDER_MODES, STRATEGIES_WITH_DRIVING_KPS, TEST_STAGES
 from .request import GenerationRequest, request_from_cli_args
 from .validation import require_file, require_finite, require_inference_steps
 
@@ -61,20 +61,22 @@ def check_request(request: GenerationRequest, *, writes_output: bool = True) -> 
     require_inference_steps(request.num_inference_steps, "--num_inference_steps")
     for name in FLOAT_SETTINGS:
         require_finite(getattr(request, name), f"--{name}")
-    if request.test_stage not in ("stage_1", "stage_2", "stage_3"):
+    if request.test_stage not in TEST_STAGES:
         raise InputError(f"test_stage must be stage_1, stage_2 or stage_3, got {request.test_stage!r}")
     if request.face_box is not None and not request.full_frame:
         raise InputError("--face_box chooses the face crop of --full_frame; add --full_frame or drop --face_box")
     if request.full_frame and request.compat == "original":
         raise InputError("--full_frame is an addition the original does not have; use it with --compat fixed")
     if request.full_frame:
-        from .conditioning.face_crop import BORDER_MODES, check_crop_scale
+        from .conditioning.face_crop import check_crop_scale
         from .outputs.paste_back import check_paste_settings
 
         check_crop_scale(request.crop_scale)
         check_paste_settings(request.feather, request.color_match, request.max_side)
-        if request.crop_border not in BORDER_MODES:
-            raise InputError(f"--crop_border must be one of {', '.join(BORDER_MODES)}, got {request.crop_border!r}")
+        if request.crop_border not in CROP_BORDER_MODES:
+            raise InputError(
+                f"--crop_border must be one of {', '.join(CROP_BORDER_MODES)}, got {request.crop_border!r}"
+            )
     if request.full_frame and request.reference_kps_path is not None and request.reference_kps_space == "output":
         raise InputError(
             "with --full_frame the reference kps are in the photo's own pixels; drop --reference_kps_in output"

@@ -42,6 +42,12 @@ RETARGET_STRATEGIES: tuple[str, ...] = ("fix_face", "no_retarget", "offset_retar
 STRATEGIES_WITH_DRIVING_KPS: tuple[str, ...] = tuple(s for s in RETARGET_STRATEGIES if s != "fix_face")
 """Every strategy but fix_face follows a driving kps track."""
 
+TEST_STAGES: tuple[str, ...] = ("stage_1", "stage_2", "stage_3")
+"""The original's ``--test_stage``: stage_1 turns the motion modules and the audio attention off."""
+
+REFERENCE_KPS_SPACES: tuple[str, ...] = ("output", "image")
+"""Pixel space of a --reference_kps_path file: the output frame (width x height) or the reference image's own."""
+
 MAX_FPS = 240.0
 """Highest output / track frame rate any front end accepts."""
 
@@ -56,6 +62,3 @@ def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
 def check_compat(compat: str) -> Compat:
     """``compat`` if it is "fixed" or "original", else an InputError."""
     return check_choice(compat, COMPAT_MODES, "compat")  # type: ignore[return-value]
-
-# Pixel space of a --reference_kps_path file: the output frame (width x height) or the reference image's own.
-REFERENCE_KPS_SPACES: tuple[str, ...] = ("output", "image")

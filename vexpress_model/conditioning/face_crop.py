@@ -49,7 +49,6 @@ NOSE_DROP_WEIGHT = 1.5
 BOX_FACE_SIZE = 0.83
 BOX_CENTRE_RAISE = 0.06
 Border = Literal["pad", "shift"]
-BORDER_MODES = CROP_BORDER_MODES
 
 
 @dataclass(frozen=True)
@@ -129,8 +128,8 @@ def check_crop_scale(crop_scale: float) -> float:
 
 def _square(centre: np.ndarray, face_size: float, width: int, height: int, crop_scale: float,
             border: Border) -> FaceCrop:
-    if border not in BORDER_MODES:
-        raise InputError(f"border must be one of {', '.join(BORDER_MODES)}, got {border!r}")
+    if border not in CROP_BORDER_MODES:
+        raise InputError(f"border must be one of {', '.join(CROP_BORDER_MODES)}, got {border!r}")
     if face_size < 2.0:
         raise InputError(f"the face is too small to crop ({face_size:.1f} pixels); use a larger picture of the face")
     crop_scale = check_crop_scale(crop_scale)
