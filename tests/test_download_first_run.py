@@ -93,3 +93,34 @@ def test_no_download_lists_the_same_table(tmp_path, media_dir, offline_hub, caps
     assert lines[0] == "error: 11 V-Express model file(s) are missing and downloading is off:"
     assert len(lines) == 16 and offline_hub == []
     assert not (tmp_path / "model_ckpts").exists()
+
+
+_REAL_HUB_RUN = """
+import sys, time
+time.sleep = lambda seconds: None  # huggingface_hub's back-off between retries (23 s), not what is tested
+from vexpress_model.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_first_run_offline_with_the_real_hub_prints_no_hub_lines(tmp_path, media_dir):
+    """The real huggingface_hub in a fresh process (its logging module is first imported inside the download and
+    then adds its own stderr handler), a server that refuses connections: one line per file tried, the retries
+    counted in one line, a headline that says the server cannot be reached."""
+    import os
+    import subprocess
+
+    pytest.importorskip("huggingface_hub")
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    argv = _argv(tmp_path, media_dir)
+    result = subprocess.run([sys.executable, "-c", _REAL_HUB_RUN, *argv], capture_output=True, text=True,
+                            env=env, timeout=300, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[0].startswith("downloading tk93/V-Express/denoising_unet.bin (2.7 GB) -> "), lines[:3]
+    assert lines[1] == "tk93/V-Express/denoising_unet.bin: 5 retries"
+    assert lines[2].startswith("error: could not download tk93/V-Express/denoising_unet.bin (cannot reach "
+                               "http://127.0.0.1:9: no internet connection?); ")
+    assert not [line for line in lines if "thrown while requesting" in line or "Retrying in" in line]
+    assert "Traceback" not in result.stderr and not (tmp_path / "model_ckpts").exists()

@@ -20,6 +20,7 @@ file with its URL and the exact path to put it at.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 import logging
 import os
@@ -339,13 +340,28 @@ def ensure_files(
                 _remove_empty(created)
                 raise  # e.g. a cancel raised by the caller's progress display: not a download failure
             _remove_empty(created)
-            reason = " ".join(f"{type(error).__name__}: {error}".split())
+            reason = _failure_reason(huggingface_hub, error)
             still = missing_files(plan)
             raise MissingModelFilesError(_missing_message(
                 f"could not download {label} ({_shorten(reason)}); {len(still)} model file(s) are still missing:",
                 still, hints)) from None
         fetched.append(item.dest)
     return fetched
+
+
+def _failure_reason(hub: Any, error: BaseException) -> str:
+    """Why a download failed, in words: huggingface_hub reports an unreachable server (offline, no DNS, a proxy)
+    as ``LocalEntryNotFoundError`` with a paragraph about its cache; the user needs to hear "cannot reach"."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    names = {type(item).__name__ for item in chain}
+    if names & {"LocalEntryNotFoundError", "ConnectionError", "ConnectError", "ConnectTimeout", "gaierror"}:
+        endpoint = getattr(getattr(hub, "constants", None), "ENDPOINT", "https://huggingface.co")
+        return f"cannot reach {endpoint}: no internet connection?"
+    return " ".join(f"{type(error).__name__}: {error}".split())
 
 
 def _shorten(text: str, limit: int = 160) -> str:
@@ -380,6 +396,10 @@ def _counted_retries(retries: list[logging.LogRecord]):
     """Route huggingface_hub's log records into a list while a file downloads (its retry warnings would
     otherwise print once per try, and twice when both its handler and the root handler print them); records
     that are not about retrying are passed on as warnings of our logger."""
+    with contextlib.suppress(ImportError):
+        # huggingface_hub adds its own stderr handler when its logging module is first imported, which can happen
+        # inside the download: import it now, so that the handler swapped out below is that one.
+        importlib.import_module("huggingface_hub.utils.logging")
     hub_logger = logging.getLogger("huggingface_hub")
     counter = _RetryCounter()
     saved = hub_logger.handlers[:], hub_logger.propagate
@@ -389,7 +409,10 @@ def _counted_retries(retries: list[logging.LogRecord]):
     finally:
         hub_logger.handlers, hub_logger.propagate = saved
         for record in counter.records:
-            if "retr" in record.getMessage().lower():
+            message = record.getMessage()
+            if "thrown while requesting" in message:
+                continue  # the reason of the retry that follows; the last one ends up in the error message
+            if "retr" in message.lower():
                 retries.append(record)
             elif record.levelno >= logging.WARNING:
                 logger.warning("huggingface_hub: %s", record.getMessage())

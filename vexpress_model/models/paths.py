@@ -228,7 +228,7 @@ def resolve_model_paths(
             candidates += [d / "unet_config.json", d / "config.json"]
         unet_cfg = next((c for c in candidates if c.is_file()), SHIPPED_UNET_CONFIG)
         if unet_cfg == SHIPPED_UNET_CONFIG:
-            logger.info("no SD-1.5 UNet config.json in the model folder; using the one shipped with the package")
+            logger.debug("no SD-1.5 UNet config.json in the model folder; using the one shipped with the package")
 
     vexpress_config = next((c for d in dict.fromkeys([*found_in, *vx_dirs])
                             if (c := d / "vexpress_config.json").is_file()), None)
