@@ -7,14 +7,13 @@ Exits 0 only if ``load_vexpress_models`` will accept the folder; the last line s
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .entry import run_command
+from .entry import CommandParser, run_command
 from .errors import CheckpointMismatchError, ModelFolderError
 
 
@@ -199,10 +198,16 @@ def check_model_folder(
                    "use wav2vec2-base-960h (or fix audio_proj_inp_dim in vexpress_config.json)")
 
     # -- insightface (not needed to load; needed to detect faces) ---------------------------------------------------
-    if paths.insightface_root is None:
+    from .inputs.face_mediapipe import mediapipe_available
+
+    if paths.insightface_root is None and mediapipe_available():
+        result.add("insightface buffalo_l", "ok",
+                   "not found: faces are detected with MediaPipe (installed; --face_detector auto picks it)")
+    elif paths.insightface_root is None:
         result.add("insightface buffalo_l", "warning",
-                   "not found: face detection (reference kps, kps extraction) will not work; generation from "
-                   "given kps files will", paths.describe_missing("insightface_root")[1])
+                   "not found and MediaPipe is not installed: face detection (reference kps, kps extraction) will "
+                   "not work; generation from given kps files will",
+                   f"{paths.describe_missing('insightface_root')[1]}, or pip install mediapipe")
     else:
         result.add("insightface buffalo_l", "ok", str(paths.insightface_root / "models" / "buffalo_l"))
     return result
@@ -226,9 +231,12 @@ def format_result(result: CheckResult) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vexpress_model.check_model", description=__doc__.split("\n")[0])
-    parser.add_argument("--model_dir", required=True, help="model_ckpts/ (released layout) or a folder with the "
-                        "five V-Express files (ComfyUI models/vexpress)")
+    parser = CommandParser(
+        prog="python -m vexpress_model.check_model",
+        description="Will this V-Express model folder load? Lists every expected file (present or missing, size, "
+                    "dtype, keys and shapes); exits 0 only if the folder will load.")
+    parser.add_argument("--model_dir", default="./model_ckpts", help="model_ckpts/ (released layout) or a folder "
+                        "with the five V-Express files (ComfyUI models/vexpress) (default: ./model_ckpts)")
     parser.add_argument("--vae", help="sd-vae-ft-mse folder or diffusers-format file (overrides the search)")
     parser.add_argument("--wav2vec2", help="wav2vec2-base-960h folder (overrides the search)")
     parser.add_argument("--insightface_root", help="folder that holds models/buffalo_l")

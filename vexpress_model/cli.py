@@ -15,7 +15,15 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .conditioning.face_crop import DEFAULT_CROP_SCALE
-from .entry import EXIT_INTERRUPTED, EXIT_USER_ERROR, one_line, run_command, setup_logging
+from .entry import (
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    CommandParser,
+    one_line,
+    run_command,
+    setup_logging,
+    with_defaults_in_help,
+)
 from .errors import InputError, ProcessFailedError, VExpressError
 from .options import (
     COLOR_MATCH_MODES,
@@ -32,10 +40,45 @@ from .outputs.paste_back import DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
 from .pipeline.distributed import DEFAULT_TIMEOUT_S
 
 EXIT_FAILED = 1  # a process of a torchrun launch failed for another reason than a bad input
+MAX_CRF = 51  # libx264's constant-quality scale: 0 (lossless) to 51
 
 
+def _whole_number(low: int, high: int | None = None, why: str = "") -> Any:
+    """An argparse type: an integer from ``low`` to ``high`` (no upper bound when None)."""
 
-class _RaisingParser(argparse.ArgumentParser):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}{why}, got {value}")
+        return value
+
+    return parse
+
+
+def _audio_rate(text: str) -> int:
+    rate = _whole_number(1)(text)
+    if rate != 16000:
+        raise argparse.ArgumentTypeError(
+            f"must be 16000, got {rate}: wav2vec2-base-960h was trained on 16 kHz audio (any input rate is "
+            "resampled to it); leave the flag out")
+    return rate
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
+    return value
+
+
+class _RaisingParser(CommandParser):
     """A parser whose errors are exceptions (InputError) instead of a usage message and exit: for the flags of
     one job among many (``vexpress_model.batch``), where one bad job must not end the others."""
 
@@ -47,7 +90,7 @@ def build_parser(*, inputs_required: bool = True, for_jobs: bool = False, prog: 
                  ) -> argparse.ArgumentParser:
     """The command line's flags. ``inputs_required`` False: the input paths may be left out (the batch command
     line, whose jobs give them); ``for_jobs``: errors raise InputError instead of exiting."""
-    parser_class = _RaisingParser if for_jobs else argparse.ArgumentParser
+    parser_class = _RaisingParser if for_jobs else CommandParser
     parser = parser_class(
         prog=prog,
         description="Generate a lip-synced talking-head video (H.264 + AAC) from a portrait and a speech recording.",
@@ -100,7 +143,8 @@ def build_parser(*, inputs_required: bool = True, for_jobs: bool = False, prog: 
     generation.add_argument("--audio_attention_weight", type=float, default=1.0)
     generation.add_argument("--num_pad_audio_frames", type=int, default=2,
                             help="audio context frames on each side; the released weights need 2")
-    generation.add_argument("--standard_audio_sampling_rate", type=int, default=16000)
+    generation.add_argument("--standard_audio_sampling_rate", type=_audio_rate, default=16000,
+                            help="accepted for compatibility: wav2vec2 needs 16000")
     generation.add_argument("--audio_embeddings_type", default="global", choices=("global",))
     generation.add_argument("--test_stage", default="stage_3", choices=TEST_STAGES,
                             help="stage_1 disables motion modules and audio attention (as in the original)")
@@ -109,7 +153,8 @@ def build_parser(*, inputs_required: bool = True, for_jobs: bool = False, prog: 
                                  "original: reproduce the original implementation exactly")
     generation.add_argument("--median_filter", default="auto", choices=MEDIAN_FILTER_MODES,
                             help="the original's 3x3x3 median post-filter (auto: on with --compat original)")
-    generation.add_argument("--crf", type=int, default=17, help="H.264 quality (lower is better; 17 is near lossless)")
+    generation.add_argument("--crf", type=_whole_number(0, MAX_CRF, " (H.264 quality)"), default=17,
+                            help=f"H.264 quality, 0 to {MAX_CRF} (lower is better; 17 is near lossless)")
 
     full_frame = parser.add_argument_group(
         "full frame (any photo: the face is cut out, animated and pasted back into the whole picture)")
@@ -130,27 +175,27 @@ def build_parser(*, inputs_required: bool = True, for_jobs: bool = False, prog: 
     full_frame.add_argument("--color_match", default=DEFAULT_COLOR_MATCH, choices=COLOR_MATCH_MODES,
                             help="match the generated face's colours to the photo: once per clip (default), per "
                                  "frame, or off")
-    full_frame.add_argument("--max_side", type=int, default=0,
+    full_frame.add_argument("--max_side", type=_whole_number(0), default=0,
                             help="scale the output down so its longer side is at most this many pixels (0: keep)")
 
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto: cuda when available)")
-    runtime.add_argument("--gpu_id", type=int, default=0)
+    runtime.add_argument("--gpu_id", type=_whole_number(0), default=0)
     runtime.add_argument("--dtype", default="auto", choices=DTYPES,
                          help="auto: fp16 on CUDA, fp32 on CPU")
     runtime.add_argument("--save_gpu_memory", action="store_true",
                          help="keep only the running stage's networks on the GPU (really frees memory)")
-    runtime.add_argument("--window_batch_size", type=int, default=0,
+    runtime.add_argument("--window_batch_size", type=_whole_number(0), default=0,
                          help="context windows per UNet call (0: as many as the memory budget allows)")
     runtime.add_argument("--compile", action="store_true", help="torch.compile the denoising UNet")
     runtime.add_argument("--do_multi_devices_inference", action="store_true",
                          help="accepted for compatibility; to split the work over several GPUs start the command "
                               "with torchrun (README: Several GPUs and machines)")
-    runtime.add_argument("--dist_timeout", type=float, default=DEFAULT_TIMEOUT_S,
+    runtime.add_argument("--dist_timeout", type=_positive_seconds, default=DEFAULT_TIMEOUT_S,
                          help="under torchrun: seconds the processes wait for each other before giving up "
                               f"(default {DEFAULT_TIMEOUT_S:.0f})")
     runtime.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser
+    return with_defaults_in_help(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

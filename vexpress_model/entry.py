@@ -8,9 +8,11 @@ or a cancelled generation.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from .errors import GenerationCancelled, MissingModelFilesError, VExpressError
 
@@ -22,6 +24,29 @@ EXIT_INTERRUPTED = 130
 def one_line(error: BaseException) -> str:
     """The error's message on one line, so that scripts and logs keep it together."""
     return " ".join(part.strip() for part in str(error).splitlines() if part.strip()) or type(error).__name__
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser whose errors read like the commands' other errors: one line ``error: ...`` pointing at
+    ``--help``, exit code 2 (argparse's own prints the whole usage first: dozens of lines for these commands)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"error: {message}; `{self.prog} --help` lists the flags\n")
+
+
+def with_defaults_in_help(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add "(default: X)" to the help of every flag whose default is a value and whose help does not already
+    say it (on/off flags and empty defaults are left alone)."""
+    for action in parser._actions:
+        default = action.default
+        if not action.option_strings or default is None or isinstance(default, bool):
+            continue
+        if default in ("", argparse.SUPPRESS):
+            continue
+        text = action.help or ""
+        if "default" not in text:
+            action.help = (text + " " if text else "") + "(default: %(default)s)"
+    return parser
 
 
 def setup_logging(level: int, log_format: str = "%(message)s") -> None:

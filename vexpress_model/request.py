@@ -85,6 +85,9 @@ def request_from_cli_args(args: Any) -> GenerationRequest:
         value = getattr(args, flag, None)
         if value:
             overrides[name] = Path(value)
+    if args.kps_path and args.retarget_strategy == "fix_face":
+        logger.warning("--kps_path is not used: fix_face keeps the reference's head still; to follow the track use "
+                       "--retarget_strategy no_retarget, offset_retarget or naive_retarget")
     if args.do_multi_devices_inference:
         logger.warning("--do_multi_devices_inference does not split the work; start the command with torchrun to "
                        "use several GPUs (README: Several GPUs and machines)")
