@@ -394,7 +394,7 @@ def run_generation(
     from .pipeline.hooks import Hooks, SamplingSettings
     from .pipeline.sampler import VExpressPipeline
 
-    main = distributed is None or distributed.is_main
+    main = distributed is None or distributed.launch.is_main
 
     def phase(work: Callable[[], Any]) -> Any:
         return work() if distributed is None else distributed.run_phase(work)
