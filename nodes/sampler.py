@@ -4,107 +4,35 @@ from __future__ import annotations
 
 from . import _types, _widgets
 from ._comfy import io
+from ._texts import NodeTexts
 
 CATEGORY = "V-Express/sampling"
 
 
 class VExpressSampler(io.ComfyNode):
+    """Reference image + kps track + audio features -> the video frames (IMAGE) and their fps."""
+
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="VExpressSampler",
-            display_name="V-Express Sampler",
-            category=CATEGORY,
-            description=(
-                "Generates the talking-head video frames: the reference portrait is animated by the kps track "
-                "(head pose) and the audio embeddings (lips), in overlapping windows of frames with a zero-SNR DDIM "
-                "sampler and classifier-free guidance (V-Express, Tencent AI Lab, arXiv 2406.02511). Returns IMAGE "
-                "frames and their fps, for SaveVideo or core Create Video."
-            ),
-            inputs=[
-                _types.PipeType.Input("pipe", tooltip="The V-Express models from LoadVExpressModels."),
-                io.Image.Input(
-                    "reference_image",
-                    tooltip="The portrait to animate (first image of a batch). Best: a square, face-centred crop.",
-                ),
-                _types.KpsType.Input(
-                    "kps",
-                    tooltip="The kps track from RetargetKps; resampled to the video's frames if its length differs.",
-                ),
-                _types.AudioEmbedsType.Input("audio_embeds", tooltip="The speech features from AudioEmbed."),
-                _widgets.width(
-                    tooltip=(
-                        "Video width in pixels (multiple of 8). The model is trained at 512x512; other sizes degrade."
-                    ),
-                ),
-                _widgets.height(
-                    tooltip=(
-                        "Video height in pixels (multiple of 8). The model is trained at 512x512; other sizes degrade."
-                    ),
-                ),
-                io.Int.Input(
-                    "steps", default=25, min=1, max=200,
-                    tooltip="Denoising steps. 25 is the original default; 15-20 is faster with slightly less detail.",
-                ),
-                io.Float.Input(
-                    "guidance_scale", default=3.5, min=1.0, max=20.0, step=0.05,
-                    tooltip=(
-                        "Classifier-free guidance: how strongly the reference, kps and audio steer the result. 3.5 "
-                        "is the original default (its test script uses 2.5); 1.0 turns guidance off (twice as fast)."
-                    ),
-                ),
-                io.Int.Input(
-                    "seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                    tooltip="Seed of the initial noise; the same seed and settings give the same video.",
-                ),
-                io.Float.Input(
-                    "reference_attention_weight", default=1.0, min=0.0, max=3.0, step=0.01,
-                    tooltip=(
-                        "Strength of the reference-image attention (identity and appearance). 1.0 is the trained "
-                        "value; the authors suggest 0.9-1.0 (0.95 with a stronger audio weight)."
-                    ),
-                ),
-                io.Float.Input(
-                    "audio_attention_weight", default=1.0, min=0.0, max=10.0, step=0.01,
-                    tooltip=(
-                        "Strength of the audio attention (lip motion). 1.0 is the trained value and looks natural; "
-                        "up to 3.0 (the original script's default, with reference 0.95) makes the lips move more. "
-                        "The authors suggest 1.0-3.0."
-                    ),
-                ),
-                _widgets.context_frames(
-                    tooltip=(
-                        "Frames the model sees at once (at most 32, the motion modules' limit). Longer videos are "
-                        "made in overlapping windows of this size. 24 is the original default."
-                    ),
-                ),
-                _widgets.context_overlap(
-                    tooltip=(
-                        "Frames shared by neighbouring windows; their predictions are averaged so the windows join "
-                        "smoothly. Must be smaller than context_frames. 4 is the original default."
-                    ),
-                ),
-                _widgets.compat(
-                    tooltip=(
-                        "fixed: corrected numerics (float32 window averaging, kps resampled by time, frames rounded "
-                        "to 8 bit). original: the original implementation's numerics (averaging in the model dtype, "
-                        "kps resampled by index, frames truncated), for parity with its results."
-                    ),
-                ),
-                _widgets.median_filter(
-                    tooltip=(
-                        "The original's 3x3x3 median filter over time and space after decoding: less flicker but "
-                        "softer detail. auto: on with compat 'original' (the original always filters), else off."
-                    ),
-                ),
-            ],
-            outputs=[
-                io.Image.Output("images", display_name="images", tooltip="The generated video frames."),
-                io.Float.Output(
-                    "fps", display_name="fps", tooltip="Frame rate of the frames (SaveVideo / core Create Video)."
-                ),
-            ],
-        )
+        inputs = [
+            _types.PipeType.Input("pipe"),
+            io.Image.Input("reference_image"),
+            _types.KpsType.Input("kps"),
+            _types.AudioEmbedsType.Input("audio_embeds"),
+            _widgets.width(),
+            _widgets.height(),
+            io.Int.Input("steps", default=25, min=1, max=200),
+            io.Float.Input("guidance_scale", default=3.5, min=1.0, max=20.0, step=0.05),
+            io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
+            io.Float.Input("reference_attention_weight", default=1.0, min=0.0, max=3.0, step=0.01),
+            io.Float.Input("audio_attention_weight", default=1.0, min=0.0, max=10.0, step=0.01),
+            _widgets.context_frames(),
+            _widgets.context_overlap(),
+            _widgets.compat(),
+            _widgets.median_filter(),
+        ]
+        outputs = [io.Image.Output("images"), io.Float.Output("fps")]
+        return NodeTexts("VExpressSampler", CATEGORY).schema(inputs, outputs)
 
     @classmethod
     def validate_inputs(cls, context_frames: int = 24, context_overlap: int = 4, width: int = 512, height: int = 512,

@@ -10,66 +10,33 @@ import os
 from ..vexpress_model.errors import InputError
 from . import _comfy, _types, _widgets
 from ._comfy import io, ui
+from ._texts import NodeTexts
 from .full_frame import PASTE_CHUNK_FRAMES, make_paster
 
 CATEGORY = "V-Express/video"
 ENCODE_CHUNK_FRAMES = 32
-PASTE_ONLY = "Paste-back (full_image and crop connected). "
 
 
 class VExpressSaveVideo(io.ComfyNode):
+    """Frames + AUDIO + fps -> an H.264/AAC MP4 (optionally pasted back into the photo as it is written)."""
+
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="VExpressSaveVideo",
-            display_name="SaveVideo",
-            category=CATEGORY,
-            description=(
-                "Writes the frames and the speech into one MP4 (H.264 video, AAC audio) in ComfyUI's output folder, "
-                "named like core Save Image (prefix, counter), and shows it on the node. Needs no ffmpeg program "
-                "(PyAV). The frames, audio and fps work with core Create Video / Save Video just as well."
-            ),
-            is_output_node=True,
-            inputs=[
-                io.Image.Input("images", tooltip="Video frames (e.g. from the V-Express Sampler)."),
-                io.Audio.Input(
-                    "audio", optional=True,
-                    tooltip=(
-                        "Sound track (AudioEmbed's audio output); cut or padded to the video length. Leave empty for "
-                        "a silent video."
-                    ),
-                ),
-                _widgets.fps(
-                    "fps", tooltip="Frame rate; connect the sampler's fps so the video lasts as long as the audio."
-                ),
-                io.String.Input(
-                    "filename_prefix", default="vexpress/VExpress",
-                    tooltip="File name prefix in the output folder; a '/' makes sub-folders. A counter is appended.",
-                ),
-                io.Int.Input(
-                    "crf", default=17, min=0, max=51,
-                    tooltip="H.264 quality: lower is better and larger. 17 is visually lossless, 23 is x264's default.",
-                ),
-                io.Image.Input(
-                    "full_image", optional=True,
-                    tooltip=(
-                        "Full-frame portraits: the photo FaceCrop cut the face from. With crop connected too, each "
-                        "chunk of frames is pasted back into the photo while it is written (as PasteBack does), so a "
-                        "long clip never holds every full frame in memory."
-                    ),
-                ),
-                _types.CropType.Input(
-                    "crop", optional=True,
-                    tooltip="FaceCrop's crop output; with full_image connected, the frames are pasted back into it.",
-                ),
-                _widgets.feather(optional=True, tooltip=PASTE_ONLY + _widgets.FEATHER_TOOLTIP),
-                _widgets.color_match(optional=True, tooltip=PASTE_ONLY + _widgets.COLOR_MATCH_TOOLTIP),
-                _widgets.max_side(optional=True, tooltip=PASTE_ONLY + _widgets.MAX_SIDE_TOOLTIP),
-            ],
-            outputs=[
-                io.Video.Output("video", display_name="video", tooltip="The saved video file, for other video nodes."),
-            ],
-        )
+        inputs = [
+            io.Image.Input("images"),
+            io.Audio.Input("audio", optional=True),
+            _widgets.fps("fps"),
+            io.String.Input("filename_prefix", default="vexpress/VExpress"),
+            io.Int.Input("crf", default=17, min=0, max=51),
+            # Full-frame portraits: pasted back into the photo chunk by chunk while written.
+            io.Image.Input("full_image", optional=True),
+            _types.CropType.Input("crop", optional=True),
+            _widgets.feather(optional=True),
+            _widgets.color_match(optional=True),
+            _widgets.max_side(optional=True),
+        ]
+        outputs = [io.Video.Output("video")]
+        return NodeTexts("VExpressSaveVideo", CATEGORY).schema(inputs, outputs, is_output_node=True)
 
     @classmethod
     def execute(cls, images, fps: float, filename_prefix: str, crf: int, audio=None, full_image=None, crop=None,

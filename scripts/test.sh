@@ -14,6 +14,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+COMFY_DIR=${COMFYUI_PATH:-../shared/comfyui/ComfyUI}
+
+# The environments take room: ./.venv about 3 GB, ./.venv-comfy (torch's CUDA build) about 10 GB, Chromium 0.5 GB.
+# Say so up front rather than fail half-way through an install with "No space left on device".
+need_gb=4
+if [ -f "$COMFY_DIR/main.py" ] && [ ! -f .venv-comfy/.vexpress-stamp ]; then need_gb=$((need_gb + 11)); fi
+free_gb=$(( $(df -Pk . | awk 'NR == 2 {print $4}') / 1048576 ))
+if [ "$free_gb" -lt "$need_gb" ]; then
+    echo "warning: $free_gb GB free on $(df -P . | awk 'NR == 2 {print $6}'); the test environments need about" \
+         "$need_gb GB (free some space, e.g. old virtual environments or clones, if an install fails)" >&2
+fi
+export PIP_NO_CACHE_DIR=1  # wheels are installed once per venv; a cache would only double the space they take
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
@@ -21,7 +33,6 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
 .venv/bin/python -m ruff check .
 
-COMFY_DIR=${COMFYUI_PATH:-../shared/comfyui/ComfyUI}
 if [ ! -f "$COMFY_DIR/main.py" ]; then
     exec .venv/bin/python -m pytest "$@"
 fi

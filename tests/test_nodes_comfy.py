@@ -162,7 +162,8 @@ def test_every_input_and_output_has_a_tooltip(pack):
 
 
 def test_locale_en_matches_the_schemas(pack):
-    """locales/en/nodeDefs.json repeats the schema texts (the frontend prefers the locale's)."""
+    """The schemas take their texts from locales/en/nodeDefs.json (nodes/_texts.py), so what /object_info says
+    equals what the frontend shows from the locale."""
     locale = json.loads((comfy_harness.REPO_ROOT / "locales" / "en" / "nodeDefs.json").read_text())
     classes = asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())
     assert set(locale) == {cls.GET_SCHEMA().node_id for cls in classes}
@@ -400,6 +401,27 @@ def test_audio_embed_stereo_44k_and_missing_audio(node, pipe, lib):
     assert frames == round(1.5 * 25) and used["waveform"].shape[1] == 2
     with pytest.raises(InputError, match="no audio"):
         node("audio").VExpressAudioEmbed.execute(pipe=pipe, audio=None, fps=25.0)
+
+
+def test_audio_embed_compat_picks_the_resampler(node, pipe, lib):
+    """compat "original" resamples 44.1 kHz stereo as the original did (torchaudio's sinc, channel by channel, then
+    the mean); "fixed" uses the polyphase filter: the node's features are the library's for each, and they differ."""
+    import torch
+
+    from tests import media
+
+    to_mono_16k = lib("inputs.audio").to_mono_16k
+    waveform = media.speech_like(1.0, 44100, channels=2)
+    stereo = {"waveform": torch.from_numpy(waveform)[None], "sample_rate": 44100}
+    pipeline = lib("pipeline.sampler").VExpressPipeline(pipe.models, device="cpu")
+    features = {}
+    for compat in ("fixed", "original"):
+        features[compat] = node("audio").VExpressAudioEmbed.execute(
+            pipe=pipe, audio=stereo, fps=25.0, compat=compat
+        )[0].features
+        expected = pipeline.audio_features(to_mono_16k(waveform, 44100, compat=compat)).cpu()
+        assert torch.allclose(features[compat], expected, atol=1e-6), compat
+    assert (features["fixed"] - features["original"]).abs().max() > 1e-4
 
 
 # ----------------------------------------------------------------------------------------------------- kps

@@ -26,28 +26,36 @@ FILE_WIDGETS = {"LoadImage": "image", "LoadAudio": "audio", "LoadVideo": "file",
 
 
 def _schema_calls() -> dict[str, dict]:
-    """node_id -> {display_name, inputs: [(id, has_tooltip)], outputs: [has_tooltip]} read from nodes/*.py."""
+    """node_id -> {inputs: [input id], outputs: [output id], file} read from each ``define_schema`` in nodes/*.py:
+    its ``inputs = [...]`` and ``outputs = [...]`` lists and the ``NodeTexts(node_id, CATEGORY)`` that words them
+    (the texts themselves are in locales/en/nodeDefs.json)."""
     found: dict[str, dict] = {}
     for path in NODE_FILES:
         tree = ast.parse(path.read_text(), filename=str(path))
-        for call in ast.walk(tree):
-            if not (isinstance(call, ast.Call) and getattr(call.func, "attr", None) == "Schema"):
+        for function in ast.walk(tree):
+            if not (isinstance(function, ast.FunctionDef) and function.name == "define_schema"):
                 continue
-            kwargs = {k.arg: k.value for k in call.keywords}
-            node_id = ast.literal_eval(kwargs["node_id"])
-            entry = {"display_name": ast.literal_eval(kwargs["display_name"]), "inputs": [], "outputs": [],
-                     "file": path.name}
+            lists = {
+                item.targets[0].id: item.value.elts
+                for item in function.body
+                if isinstance(item, ast.Assign) and isinstance(item.value, ast.List)
+            }
+            texts = next(
+                call for call in ast.walk(function)
+                if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "NodeTexts"
+            )
+            entry = {"inputs": [], "outputs": [], "file": path.name}
             for group in ("inputs", "outputs"):
-                for item in getattr(kwargs.get(group), "elts", []):
-                    keywords = {k.arg for k in item.keywords}
+                for item in lists[group]:
                     # A shared widget (nodes/_widgets.py) is named after its input unless its id is given.
                     ident = ast.literal_eval(item.args[0]) if item.args else getattr(item.func, "attr", None)
-                    entry[group].append((ident, "tooltip" in keywords))
-            found[node_id] = entry
+                    entry[group].append(ident)
+            found[ast.literal_eval(texts.args[0])] = entry
     return found
 
 
 SCHEMAS = _schema_calls()
+ENGLISH = json.loads((REPO / "locales" / "en" / "nodeDefs.json").read_text(encoding="utf-8"))
 
 
 def test_node_ids_carry_the_pack_name():
@@ -55,15 +63,24 @@ def test_node_ids_carry_the_pack_name():
         "LoadVExpressModels", "VExpressAudioEmbed", "VExpressExtractKps", "VExpressLoadKps", "VExpressSaveKps",
         "VExpressRetargetKps", "VExpressSampler", "VExpressSaveVideo", "VExpressFaceCrop", "VExpressPasteBack",
     }
-    display = {node: entry["display_name"] for node, entry in SCHEMAS.items()}
+    display = {node: ENGLISH[node]["display_name"] for node in SCHEMAS}
     assert display["VExpressExtractKps"] == "ExtractKps" and display["VExpressRetargetKps"] == "RetargetKps"
     assert display["VExpressAudioEmbed"] == "AudioEmbed" and display["VExpressSaveVideo"] == "SaveVideo"
 
 
-def test_every_input_and_output_has_a_tooltip_in_the_source():
+def test_every_input_and_output_of_the_source_has_its_english_text():
+    assert set(ENGLISH) == set(SCHEMAS)
+    """Every input the schemas declare has a tooltip, and every output a name and a tooltip, in the one file the
+    schemas take their words from (nodes/_texts.py): no input without help, no text for an input that is gone."""
     for node, entry in SCHEMAS.items():
-        for ident, has_tooltip in entry["inputs"] + entry["outputs"]:
-            assert has_tooltip, f"{node}: {ident} has no tooltip"
+        english = ENGLISH[node]
+        assert len(english["description"]) > 40, node
+        assert sorted(english["inputs"]) == sorted(entry["inputs"]), f"{node}: inputs differ from the locale's"
+        for ident in entry["inputs"]:
+            assert english["inputs"][ident]["name"] == ident and english["inputs"][ident]["tooltip"], (node, ident)
+        assert sorted(english["outputs"]) == [str(i) for i in range(len(entry["outputs"]))], node
+        for text in english["outputs"].values():
+            assert text["name"] and text["tooltip"], node
 
 
 def test_only_the_shim_imports_comfyui():
@@ -132,15 +149,6 @@ def test_every_node_has_a_doc_page():
 
 def _locale(lang: str, name: str) -> dict:
     return json.loads((REPO / "locales" / lang / name).read_text(encoding="utf-8"))
-
-
-def test_locales_cover_every_node_input_and_output():
-    english = _locale("en", "nodeDefs.json")
-    assert set(english) == set(SCHEMAS)
-    for node, entry in SCHEMAS.items():
-        assert entry["display_name"] == english[node]["display_name"]
-        assert sorted(i for i, _ in entry["inputs"]) == sorted(english[node]["inputs"]), node
-        assert len(entry["outputs"]) == len(english[node]["outputs"]), node
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
