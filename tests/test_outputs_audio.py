@@ -32,5 +32,9 @@ def test_bad_targets(tmp_path: Path) -> None:
         write_audio_file(tmp_path / "a.xyz", np.zeros(100, np.float32), 16000)
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(InputError, match="cannot create the folder"):
+    with pytest.raises(InputError, match="cannot write the audio file .*file is a file, not a folder"):
         write_audio_file(blocker / "a.wav", np.zeros(100, np.float32), 16000)
+    (tmp_path / "taken.wav").mkdir()
+    with pytest.raises(InputError, match="taken.wav is a folder; give a file name"):
+        write_audio_file(tmp_path / "taken.wav", np.zeros(100, np.float32), 16000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "taken.wav"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import pytest
 import torch
 
-from tests.test_pipeline_fakes import FakeUNet
+from tests.test_pipeline_fakes import FakeUNet, FakeUNetOptions
 from vexpress_model.pipeline.denoise import (
     OriginalWindowAccumulator,
     UNetLike,
@@ -78,6 +81,19 @@ def test_the_real_and_the_stand_in_unet_satisfy_the_protocol(parity_model_dir):
     assert isinstance(FakeUNet(), UNetLike)
     models = load_vexpress_models(parity_model_dir, device="cpu", dtype=torch.float32)
     assert isinstance(models.denoising_unet, UNetLike)
+
+
+def _keyword_only(function) -> list[str]:
+    return [p.name for p in inspect.signature(function).parameters.values() if p.kind is p.KEYWORD_ONLY]
+
+
+def test_the_stand_in_unet_takes_the_keyword_options_of_the_protocol_and_the_real_unet():
+    from vexpress_model.models.unet import DenoisingUNet
+
+    keywords = _keyword_only(UNetLike.__call__)
+    assert [f.name for f in dataclasses.fields(FakeUNetOptions)] == keywords == _keyword_only(DenoisingUNet.forward)
+    with pytest.raises(TypeError, match="audio_weight"):
+        FakeUNetOptions(audio_weight=1.0)
 
 
 @pytest.mark.parametrize("compat", ["fixed", "original"])

@@ -68,9 +68,19 @@ class FakeReferenceContext:
     values: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class FakeUNetOptions:
+    """The keyword options of a UNet call (``UNetLike.__call__``), with the real UNet's defaults; an unknown keyword
+    is a TypeError, as it is for the real UNet."""
+
+    reference_attention_weight: float = 1.0
+    audio_attention_weight: float = 1.0
+    uncond: torch.Tensor | None = None  # [B] bool: the CFG unconditional items
+
+
 class FakeUNet(nn.Module):
-    """``unet(sample, t, audio_tokens, kps_features, reference, *, reference_attention_weight,
-    audio_attention_weight, uncond)`` -> v-prediction, like ``models.DenoisingUNet``."""
+    """``unet(sample, t, audio_tokens, kps_features, reference, **options)`` -> v-prediction, like
+    ``models.DenoisingUNet``; ``options``: :class:`FakeUNetOptions`."""
 
     def __init__(self, channels: int = 16, audio_dim: int = 12) -> None:
         super().__init__()
@@ -110,11 +120,9 @@ class FakeUNet(nn.Module):
         audio_tokens: torch.Tensor,
         kps_features: torch.Tensor | None,
         reference: FakeReferenceContext,
-        *,
-        reference_attention_weight: float = 1.0,
-        audio_attention_weight: float = 1.0,
-        uncond: torch.Tensor | None = None,
+        **options: Any,
     ) -> torch.Tensor:
+        call = FakeUNetOptions(**options)
         self.calls += 1
         b, _, f, h, w = sample.shape
         assert f <= 32
@@ -127,6 +135,7 @@ class FakeUNet(nn.Module):
         x = x + self.time(t_emb.to(x.dtype))[:, :, None, None, None]
         c = x.shape[1]
         tokens = x.permute(0, 2, 3, 4, 1).reshape(b * f, h * w, c)
+        uncond = call.uncond
         if uncond is None:
             uncond = torch.zeros(b, dtype=torch.bool, device=sample.device)
         uncond_frames = uncond.repeat_interleave(f)
@@ -145,7 +154,7 @@ class FakeUNet(nn.Module):
                 k, v = self.ref_k(full), self.ref_v(full)
                 out = self.ref_out(torch.softmax(q @ k.transpose(1, 2) / math.sqrt(c), -1) @ v)
             ref_sum = ref_sum + out
-        tokens = tokens + reference_attention_weight * ref_sum
+        tokens = tokens + call.reference_attention_weight * ref_sum
 
         # Audio attention: each frame attends to its own tokens.
         audio = audio_tokens.reshape(b * f, audio_tokens.shape[2], audio_tokens.shape[3])
@@ -153,7 +162,7 @@ class FakeUNet(nn.Module):
         out = self.aud_out(torch.softmax(q @ self.aud_k(audio).transpose(1, 2) / math.sqrt(c), -1) @ self.aud_v(audio))
         if self.fast_paths:
             out = torch.where(uncond_frames[:, None, None], self.aud_out.bias.expand_as(out), out)
-        tokens = tokens + audio_attention_weight * out
+        tokens = tokens + call.audio_attention_weight * out
 
         # Temporal self-attention with a position encoding (window placement matters, like the motion modules).
         seq = tokens.reshape(b, f, h * w, c).transpose(1, 2).reshape(b * h * w, f, c) + self.pe[:f]

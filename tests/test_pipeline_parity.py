@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from vexpress_model.pipeline.audio_input import Waveform16k
 from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
 from vexpress_model.pipeline.sampler import VExpressPipeline
 from vexpress_model.pipeline.timing import context_windows, plan_frames
@@ -116,7 +117,7 @@ def _real_inputs(parity_dir: Path, meta: dict, pipeline: VExpressPipeline, hooks
     kps_images = drawing_mod.draw_kps_images(height, width, sequence)
     reference = pipeline.encode_reference(image, hooks)
     kps = pipeline.encode_kps(kps_images, plan.num_frames, hooks)
-    tokens = pipeline.encode_audio(waveform, plan.num_frames, hooks=hooks)
+    tokens = pipeline.encode_audio(Waveform16k(waveform), plan.num_frames, hooks)
     return plan, reference, kps, tokens
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from tests.test_pipeline_fakes import make_fake_models, make_inputs
 from vexpress_model.errors import GenerationCancelled, InputError
+from vexpress_model.pipeline.audio_input import AudioTokens, Wav2Vec2Features, Waveform16k
 from vexpress_model.pipeline.device_placement import ModulePlacement, module_device
 from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
 from vexpress_model.pipeline.images import frames_to_uint8
@@ -468,10 +469,13 @@ def test_audio_stages_compose_to_encode_audio(models_with_wav2vec2):
     dumped = {}
     hooks = Hooks(dump=lambda name, array: dumped.__setitem__(name, array))
     # Features kept in host memory (the AudioEmbed node's output) give the same tokens.
-    tokens = pipeline.audio_tokens(features.cpu(), 36, hooks)
+    tokens = pipeline.encode_audio(Wav2Vec2Features(features.cpu()), 36, hooks)
     assert tokens.shape == (36, 5, 12) and set(dumped) == {"audio_proj_output"}
     torch.testing.assert_close(tokens, pipeline.project_audio(audio_windows(features, 36, num_pad=2)), atol=0, rtol=0)
+    torch.testing.assert_close(pipeline.encode_audio(Waveform16k(waveform), 36), tokens, atol=0, rtol=0)
+    # A bare waveform [N] is one too; ready tokens are returned as they are.
     torch.testing.assert_close(pipeline.encode_audio(waveform, 36), tokens, atol=0, rtol=0)
+    assert pipeline.encode_audio(AudioTokens(tokens), 36) is tokens
     assert placement.stages[:2] == [("audio", ("audio_encoder",)), ("audio", ("audio_projection",))]
     assert placement.events[:4] == ["+audio", "-audio", "+audio", "-audio"]
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from .entry import run_command
 from .errors import InputError
+from .files import require_writable_file
 from .options import FACE_DETECTORS, FACE_SELECTIONS, KPS_FORMATS
-from .validation import require_output_folder
 
 logger = logging.getLogger("vexpress.extract_kps")
 
@@ -105,9 +105,9 @@ def run(args: argparse.Namespace) -> None:
     # Nothing is created before the work is done: missing folders are refused rather than left behind empty.
     kps_path = audio_path = None
     if args.kps_sequence_save_path:
-        kps_path = require_output_folder(args.kps_sequence_save_path, "--kps_sequence_save_path")
+        kps_path = require_writable_file(args.kps_sequence_save_path, "--kps_sequence_save_path")
     if args.audio_save_path:
-        audio_path = check_audio_path(require_output_folder(args.audio_save_path, "--audio_save_path"))
+        audio_path = check_audio_path(require_writable_file(args.audio_save_path, "--audio_save_path"))
         if not info.has_audio:
             raise InputError(
                 f"video file {video} has no audio track, so --audio_save_path has nothing to save; drop that flag "

@@ -394,7 +394,7 @@ def run_generation(
     from .pipeline.hooks import Hooks, SamplingSettings
     from .pipeline.sampler import VExpressPipeline
 
-    main = distributed is None or distributed.is_main
+    main = distributed is None or distributed.launch.is_main
 
     def phase(work: Callable[[], Any]) -> Any:
         return work() if distributed is None else distributed.run_phase(work)
@@ -424,9 +424,9 @@ def run_generation(
     )
     progress, close_bar = _progress_bar(request.show_progress and main)
     hooks = Hooks(progress=progress, dump=dump)
+    audio = Waveform16k(inputs.waveform_16k)
     try:
         if distributed is None:
-            audio = Waveform16k(inputs.waveform_16k)
             frames = pipeline.generate(inputs.reference_image, kps_images, audio, plan, settings, hooks)
         else:
             # Every process computes the reference pass, the kps features and the audio tokens itself rather than
@@ -436,7 +436,7 @@ def run_generation(
             # every process. Identical inputs, code and device type give identical values.
             reference = pipeline.encode_reference(inputs.reference_image, hooks)
             kps = pipeline.encode_kps(kps_images, plan.num_frames, hooks)
-            tokens = pipeline.encode_audio(inputs.waveform_16k, plan.num_frames, hooks=hooks)
+            tokens = pipeline.encode_audio(audio, plan.num_frames, hooks)
             latents = pipeline.sample(reference, kps, tokens, plan.windows, settings, hooks)
             frames = decode_gathered(pipeline, latents, distributed.group, hooks=hooks)
         if median_filter_enabled(request.median_filter, request.compat):

@@ -48,19 +48,3 @@ def require_file(
     if not path.is_file():
         raise error(f"{what} {path} does not exist; {fix}")
     return path
-
-
-def require_output_folder(path: Path | str, flag: str) -> Path:
-    """``path`` if its folder exists and is a folder (nothing is created); the message names ``flag``."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise InputError(f"{flag} {path} is a directory; give a file name")
-    for folder in (parent, *parent.parents):
-        if folder.exists() and not folder.is_dir():
-            raise InputError(f"cannot write {flag} {path}: {folder} is a file, not a folder; choose another path")
-    if not parent.is_dir():
-        raise InputError(
-            f"cannot write {flag} {path}: folder {parent} does not exist; create it or choose another path"
-        )
-    return path

@@ -20,7 +20,6 @@ File formats read by :func:`load_kps` (chosen by content, not by name):
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import logging
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..files import require_writable_file, write_bytes_atomically
 from ..validation import require_file
 
 logger = logging.getLogger("vexpress.inputs")
@@ -350,30 +350,13 @@ def check_points_in_frame(points: np.ndarray, width: int, height: int, name: str
 # ----------------------------------------------------------------------------------------------- writing
 
 
-def _check_writable(path: Path) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"cannot write kps file {path}: folder {parent} does not exist")
-
-
-def _atomic_write(path: Path, payload: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.partial")
-    try:
-        temporary.write_bytes(payload)
-        temporary.replace(path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):  # the folder may not even allow the clean-up
-            temporary.unlink(missing_ok=True)
-        raise InputError(f"cannot write kps file {path} ({exc.strerror}); choose a writable path") from None
-
-
 def save_kps(path: str | Path, track: KpsTrack, fmt: str | None = None) -> Path:
     """Write our safe format, ``fmt`` "npz" or "json" (None: json for ``.json`` names, else npz).
 
     Both hold the points, fps, width and height.
     """
     path = Path(path)
-    _check_writable(path)
+    require_writable_file(path, "kps file")
     fmt = fmt or ("json" if path.suffix.lower() == ".json" else "npz")
     if fmt not in ("npz", "json"):
         raise InputError(f"fmt must be 'npz' or 'json', got {fmt!r}")
@@ -386,7 +369,7 @@ def save_kps(path: str | Path, track: KpsTrack, fmt: str | None = None) -> Path:
             "height": track.height,
             "points": track.points.tolist(),
         }
-        _atomic_write(path, json.dumps(document).encode("utf-8"))
+        write_bytes_atomically(path, json.dumps(document).encode("utf-8"), "kps file")
         return path
     buffer = io.BytesIO()
     np.savez(
@@ -397,7 +380,7 @@ def save_kps(path: str | Path, track: KpsTrack, fmt: str | None = None) -> Path:
         height=np.int64(-1 if track.height is None else track.height),
         version=np.int64(KPS_FORMAT_VERSION),
     )
-    _atomic_write(path, buffer.getvalue())
+    write_bytes_atomically(path, buffer.getvalue(), "kps file")
     return path
 
 
@@ -434,9 +417,9 @@ def save_kps_original(path: str | Path, track: KpsTrack) -> Path:
     import torch
 
     path = Path(path)
-    _check_writable(path)
+    require_writable_file(path, "kps file")
     frames = [np.array(frame, dtype=np.float32) for frame in track.points]
     buffer = io.BytesIO()
     torch.save(frames, buffer, pickle_module=_OriginalFormatPickleModule, pickle_protocol=2)
-    _atomic_write(path, buffer.getvalue())
+    write_bytes_atomically(path, buffer.getvalue(), "kps file")
     return path

@@ -6,15 +6,14 @@ The file appears under its name only once it is complete (temporary name + renam
 
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..files import discard, partial_path, require_writable_file
 
 # suffix -> (container format, codec, sample format the encoder takes)
 AUDIO_CODECS = {
@@ -35,13 +34,7 @@ def check_audio_path(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in AUDIO_CODECS:
         raise InputError(f"audio output {path}: unsupported extension; use one of {', '.join(AUDIO_CODECS)}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create the folder for {path} ({exc.strerror}); choose a writable path") from None
-    if not os.access(path.parent, os.W_OK) or path.is_dir():
-        raise InputError(f"cannot write the audio file {path}; choose a writable path")
-    return path
+    return require_writable_file(path, "the audio file", folders="create")
 
 
 def _encode_rate(codec: str, rate: int) -> int:
@@ -64,7 +57,7 @@ def write_audio_file(path: str | Path, waveform: np.ndarray, sample_rate: int) -
     if samples.shape[0] > 2:
         samples = samples.mean(axis=0, keepdims=True, dtype=np.float32)
     layout = "mono" if samples.shape[0] == 1 else "stereo"
-    temporary = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+    temporary = partial_path(path)
     try:
         with av.open(str(temporary), mode="w", format=container_format) as container:
             stream = container.add_stream(codec, rate=_encode_rate(codec, int(sample_rate)))
@@ -81,8 +74,7 @@ def write_audio_file(path: str | Path, waveform: np.ndarray, sample_rate: int) -
                 container.mux(packet)
         os.replace(temporary, path)
     except BaseException as exc:
-        with contextlib.suppress(OSError):  # a read-only folder refuses the clean-up too
-            temporary.unlink(missing_ok=True)
+        discard(temporary)
         if isinstance(exc, (av.FFmpegError, OSError)):
             raise InputError(f"cannot write the audio file {path} ({exc})") from None
         raise

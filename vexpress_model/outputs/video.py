@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-import uuid
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from pathlib import Path
@@ -34,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..files import discard, partial_path, require_writable_file
 from .median_filter import median_filtered_chunks
 
 logger = logging.getLogger("vexpress.outputs")
@@ -82,19 +81,7 @@ def check_output_path(path: str | Path, *, create: bool = True) -> Path:
     path = Path(path)
     if path.suffix.lower() not in _CONTAINER_FORMATS:
         raise InputError(f"output path {path} must end in .mp4 (or .mov / .mkv)")
-    if path.is_dir():
-        raise InputError(f"output path {path} is a folder; give a file name ending in .mp4")
-    try:
-        if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        existing = next(folder for folder in (path.parent, *path.parent.parents) if folder.exists())
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".vexpress-write-test-"):
-            pass
-    except OSError as exc:
-        raise InputError(
-            f"cannot write the output video {path} ({exc.strerror or exc}); choose a writable folder"
-        ) from None
-    return path
+    return require_writable_file(path, "the output video", folders="create" if create else "later")
 
 
 def _exact_fps(fps: float | Fraction) -> Fraction:
@@ -149,7 +136,7 @@ class VideoWriter:
         self.num_frames = 0
         self._odd_size = odd_size
         self._size: tuple[int, int] | None = None
-        self._temporary = self.path.with_name(f".{self.path.stem}.{uuid.uuid4().hex[:8]}.partial{self.path.suffix}")
+        self._temporary = partial_path(self.path)
         self._closed = False
         container_format = _CONTAINER_FORMATS[self.path.suffix.lower()]
         # MP4/MOV keep arbitrary tag names only with this muxer flag (else just the few iTunes-style keys).
@@ -300,7 +287,7 @@ class VideoWriter:
                 self._container.close()
             except Exception:  # the file is being discarded; a failing close must not mask the real error
                 logger.debug("closing the discarded video container failed", exc_info=True)
-        self._temporary.unlink(missing_ok=True)
+        discard(self._temporary)
 
     def __enter__(self) -> VideoWriter:
         return self

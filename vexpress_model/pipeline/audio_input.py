@@ -1,19 +1,17 @@
 """The audio a generation starts from, typed: a waveform, wav2vec2 features, per-frame windows or ready tokens.
 
-``VExpressPipeline.generate`` takes any of them and runs only the audio stages still needed (the command line
-passes a waveform; the ComfyUI sampler passes the features AudioEmbed computed).
+``VExpressPipeline.encode_audio`` (and so ``generate``) takes any of them and runs only the audio stages still
+needed (the command line passes a waveform; the ComfyUI sampler passes the features AudioEmbed computed).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import torch
 
 from ..errors import InputError
-from .hooks import Hooks
 
 
 @dataclass(frozen=True)
@@ -52,29 +50,3 @@ def as_audio_input(audio: AudioInput | np.ndarray | torch.Tensor) -> AudioInput:
     raise InputError(
         f"audio must be a 16 kHz waveform [N] or per-frame windows [T, 10, D] (or a typed audio input), got rank {rank}"
     )
-
-
-class AudioStages(Protocol):
-    """The audio stages of ``VExpressPipeline`` that an input may still need."""
-
-    def encode_audio(self, waveform_16k: np.ndarray | torch.Tensor, num_frames: int, *,
-                     hooks: Hooks | None = None) -> torch.Tensor: ...
-
-    def audio_tokens(self, features: np.ndarray | torch.Tensor, num_frames: int,
-                     hooks: Hooks | None = None) -> torch.Tensor: ...
-
-    def project_audio(self, audio_windows: np.ndarray | torch.Tensor, hooks: Hooks | None = None) -> torch.Tensor: ...
-
-
-def audio_tokens_for(
-    pipeline: AudioStages, audio: AudioInput | np.ndarray | torch.Tensor, num_frames: int, hooks: Hooks
-) -> torch.Tensor:
-    """Audio tokens ``[T, n, D]`` for ``num_frames`` frames, running the audio stages ``audio`` still needs."""
-    audio = as_audio_input(audio)
-    if isinstance(audio, AudioTokens):
-        return torch.as_tensor(audio.array)
-    if isinstance(audio, AudioWindows):
-        return pipeline.project_audio(audio.array, hooks)
-    if isinstance(audio, Wav2Vec2Features):
-        return pipeline.audio_tokens(audio.array, num_frames, hooks)
-    return pipeline.encode_audio(audio.array, num_frames, hooks=hooks)

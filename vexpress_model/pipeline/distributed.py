@@ -143,7 +143,8 @@ class PhaseFailure:
 
 
 class DistributedRun:
-    """Membership of this process in the process group of a torchrun launch.
+    """Membership of this process in the process group of a torchrun launch (``launch``: its rank, world size,
+    whether it is the main process).
 
     Use as a context manager: it joins the group on entry (``backend`` None: NCCL for a CUDA device, gloo for the
     CPU) and leaves it on exit. A group that is already initialised (the caller's own) is used and left alone.
@@ -161,25 +162,14 @@ class DistributedRun:
         self._owns_group = False
 
     @property
-    def rank(self) -> int:
-        return self.launch.rank
-
-    @property
-    def world_size(self) -> int:
-        return self.launch.world_size
-
-    @property
-    def is_main(self) -> bool:
-        return self.launch.is_main
-
-    @property
     def group(self) -> Any:
         """The process group (the default group of this launch)."""
         return dist.group.WORLD
 
     def __enter__(self) -> DistributedRun:
+        launch = self.launch
         if dist.is_initialized():
-            if dist.get_world_size() != self.world_size or dist.get_rank() != self.rank:
+            if dist.get_world_size() != launch.world_size or dist.get_rank() != launch.rank:
                 raise DistributedSetupError("the initialised process group does not match RANK / WORLD_SIZE")
             return self
         if self.device.type == "cuda":
@@ -188,15 +178,15 @@ class DistributedRun:
         if self.backend == "nccl":
             kwargs["device_id"] = self.device  # connects NCCL now, so that a broken setup fails here
         try:
-            dist.init_process_group(self.backend, rank=self.rank, world_size=self.world_size, **kwargs)
+            dist.init_process_group(self.backend, rank=launch.rank, world_size=launch.world_size, **kwargs)
         except (RuntimeError, ValueError) as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DistributedSetupError(
-                f"{self.launch.name()} could not join the process group ({self.backend}): {first_line}; check "
+                f"{launch.name()} could not join the process group ({self.backend}): {first_line}; check "
                 "MASTER_ADDR / MASTER_PORT (torchrun's --rdzv_endpoint) and that every machine can reach it"
             ) from None
         self._owns_group = True
-        logger.debug("%s joined the %s process group on %s", self.launch.name(), self.backend, self.device)
+        logger.debug("%s joined the %s process group on %s", launch.name(), self.backend, self.device)
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, traceback_: Any) -> None:
@@ -215,13 +205,13 @@ class DistributedRun:
         mine = None
         if error is not None:
             mine = (str(error) or type(error).__name__, isinstance(error, VExpressError))
-        outcomes: list[Any] = [None] * self.world_size
+        outcomes: list[Any] = [None] * self.launch.world_size
         dist.all_gather_object(outcomes, mine, group=self.group)
         failed = [(rank, outcome) for rank, outcome in enumerate(outcomes) if outcome is not None]
         if not failed:
             return None
         rank, (message, user_error) = failed[0]
-        same = len(failed) == self.world_size and all(outcome[0] == message for _, outcome in failed)
+        same = len(failed) == self.launch.world_size and all(outcome[0] == message for _, outcome in failed)
         return PhaseFailure(rank=rank, message=message, user_error=user_error, same_everywhere=same)
 
     def run_phase(self, work: Callable[[], T]) -> T:
@@ -239,5 +229,5 @@ class DistributedRun:
             return result
         message = failure.message
         if not failure.same_everywhere:
-            message = f"rank {failure.rank} of {self.world_size}: {message}"
+            message = f"rank {failure.rank} of {self.launch.world_size}: {message}"
         raise ProcessFailedError(message, rank=failure.rank, user_error=failure.user_error) from error

@@ -8,9 +8,9 @@ together through :meth:`VExpressPipeline.generate`:
 2. :meth:`~VExpressPipeline.encode_kps` -- V-Kps guider on the kps images in [0, 1], in chunks; only the
    conditional features are kept (the unconditional ones are zeros), and identical frames (``fix_face``) are
    computed once and broadcast.
-3. :meth:`~VExpressPipeline.audio_features` (wav2vec2 over the whole clip) and
-   :meth:`~VExpressPipeline.audio_tokens` (per-frame windows -> audio projection tokens ``[T, 5, D]``), or both at
-   once with :meth:`~VExpressPipeline.encode_audio`; :meth:`~VExpressPipeline.project_audio` takes ready windows.
+3. :meth:`~VExpressPipeline.encode_audio` -- audio tokens ``[T, 5, D]`` from a typed audio input, running only the
+   stages it still needs: :meth:`~VExpressPipeline.audio_features` (wav2vec2 over the whole clip), per-frame windows,
+   :meth:`~VExpressPipeline.project_audio` (the audio projection).
 4. :meth:`~VExpressPipeline.sample` -- DDIM (docs/spec.md §4.12) with classifier-free guidance that drops all three
    conditions (docs/spec.md §4.13), the windows' guided v-predictions averaged with equal weights, then one scheduler
    step per timestep over all frames.
@@ -44,10 +44,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..conditioning.audio_features import DEFAULT_CHUNK_SECONDS, audio_windows, wav2vec2_features
 from ..conditioning.kps_images import KpsImageSource
 from ..errors import InputError
 from ..options import Compat, check_compat
-from .audio_input import AudioInput, audio_tokens_for
+from .audio_input import AudioInput, AudioTokens, AudioWindows, Wav2Vec2Features, Waveform16k, as_audio_input
 from .denoise import DDIM_CONFIG, UNetLike, UNetRunner, WindowDenoiser, WindowPlan, check_windows
 from .device_placement import ModulePlacement, Placement, module_device
 from .hooks import Hooks, SamplingSettings
@@ -74,7 +75,7 @@ class VExpressPipeline:
     """The V-Express generation pipeline over a loaded model set (``models.load_vexpress_models``).
 
     ``models`` needs the attributes ``vae``, ``reference_net``, ``denoising_unet`` (a :class:`UNetLike`),
-    ``kps_guider``, ``audio_projection`` and, for :meth:`encode_audio`, ``audio_encoder`` and
+    ``kps_guider``, ``audio_projection`` and, for :meth:`audio_features`, ``audio_encoder`` and
     ``audio_feature_extractor``; ``dtype`` (the run dtype) is taken from ``models.dtype`` or the UNet's parameters.
 
     Speed/memory knobs (none changes the result beyond float rounding):
@@ -257,38 +258,13 @@ class VExpressPipeline:
         over the whole clip (``conditioning.audio_features.wav2vec2_features``) in the ``audio`` stage with the
         audio encoder. On the device, in the encoder's dtype; ``chunk_seconds`` overrides the length of the pieces
         in which a long clip's convolutional front end runs (the result is the same)."""
-        from ..conditioning import audio_features
-
         hooks = hooks or Hooks()
         hooks.check_cancel()
-        kwargs: dict[str, Any] = {}
-        if chunk_seconds is not None:
-            kwargs["chunk_seconds"] = chunk_seconds
+        if chunk_seconds is None:
+            chunk_seconds = DEFAULT_CHUNK_SECONDS
         with self._stage("audio", ("audio_encoder",)):
-            return audio_features.wav2vec2_features(
-                self.models.audio_encoder, self.models.audio_feature_extractor, waveform_16k, **kwargs
-            )
-
-    @torch.inference_mode()
-    def audio_tokens(
-        self,
-        features: np.ndarray | torch.Tensor,
-        num_frames: int,
-        hooks: Hooks | None = None,
-        *,
-        num_pad: int | None = None,
-    ) -> torch.Tensor:
-        """Audio tokens ``[T, n, D]`` (run dtype, on the device) for ``num_frames`` video frames from the wav2vec2
-        features ``[N, D]`` of the whole clip (:meth:`audio_features`, on any device): per-frame windows
-        (``conditioning.audio_features.audio_windows``, ``num_pad`` from the model's constants unless given), then
-        the audio projection (:meth:`project_audio`)."""
-        from ..conditioning import audio_features
-
-        if num_pad is None:
-            constants = getattr(self.models, "constants", None)
-            num_pad = int(getattr(constants, "num_pad_audio_frames", 2))
-        windows = audio_features.audio_windows(features, num_frames, num_pad=num_pad)
-        return self.project_audio(windows, hooks)
+            encoder, extractor = self.models.audio_encoder, self.models.audio_feature_extractor
+            return wav2vec2_features(encoder, extractor, waveform_16k, chunk_seconds)
 
     @torch.inference_mode()
     def project_audio(self, audio_windows: np.ndarray | torch.Tensor, hooks: Hooks | None = None) -> torch.Tensor:
@@ -312,18 +288,23 @@ class VExpressPipeline:
 
     @torch.inference_mode()
     def encode_audio(
-        self,
-        waveform_16k: np.ndarray | torch.Tensor,
-        num_frames: int,
-        *,
-        num_pad: int | None = None,
-        chunk_seconds: float | None = None,
-        hooks: Hooks | None = None,
+        self, audio: AudioInput | np.ndarray | torch.Tensor, num_frames: int, hooks: Hooks | None = None
     ) -> torch.Tensor:
-        """Audio tokens ``[T, n, D]`` from a mono 16 kHz waveform: :meth:`audio_features` then
-        :meth:`audio_tokens` (wav2vec2 features -> per-frame windows -> audio projection)."""
-        features = self.audio_features(waveform_16k, hooks, chunk_seconds=chunk_seconds)
-        return self.audio_tokens(features, num_frames, hooks, num_pad=num_pad)
+        """Audio tokens ``[T, n, D]`` (run dtype, on the device) for ``num_frames`` video frames, running only the
+        audio stages that ``audio`` (:mod:`.audio_input`) still needs: a ``Waveform16k`` -> :meth:`audio_features`;
+        ``Wav2Vec2Features`` of the whole clip (on any device) -> per-frame windows (``audio_windows``, ``num_pad``
+        from the model's constants); ``AudioWindows`` -> :meth:`project_audio`; ``AudioTokens`` are returned as they
+        are. A bare array is a waveform ``[N]`` or windows ``[T, 10, D]``."""
+        hooks = hooks or Hooks()
+        audio = as_audio_input(audio)
+        if isinstance(audio, AudioTokens):
+            return torch.as_tensor(audio.array)
+        if isinstance(audio, Waveform16k):
+            audio = Wav2Vec2Features(self.audio_features(audio.array, hooks))
+        if isinstance(audio, Wav2Vec2Features):
+            num_pad = int(getattr(getattr(self.models, "constants", None), "num_pad_audio_frames", 2))
+            audio = AudioWindows(audio_windows(audio.array, num_frames, num_pad=num_pad))
+        return self.project_audio(audio.array, hooks)
 
     # ---------------------------------------------------------------------------------------------- sampling
 
@@ -481,13 +462,13 @@ class VExpressPipeline:
     ) -> Iterator[np.ndarray]:
         """All stages; returns the iterator of decoded frame chunks once sampling is done.
 
-        ``audio`` (:mod:`.audio_input`): a ``Waveform16k`` (wav2vec2 runs here), ``Wav2Vec2Features``,
-        ``AudioWindows`` or ``AudioTokens``; a bare array is a waveform ``[N]`` or windows ``[T, 10, D]``.
+        ``audio``: any input :meth:`encode_audio` takes (a ``Waveform16k``: wav2vec2 runs here, ``Wav2Vec2Features``,
+        ``AudioWindows``, ``AudioTokens``, or a bare waveform ``[N]`` or windows ``[T, 10, D]``).
         ``kps_images``: see :meth:`encode_kps`. Call :meth:`finish` after consuming the iterator (offload mode).
         """
         hooks = hooks or Hooks()
         reference = self.encode_reference(reference_image, hooks)
         kps = self.encode_kps(kps_images, plan.num_frames, hooks)
-        tokens = audio_tokens_for(self, audio, plan.num_frames, hooks)
+        tokens = self.encode_audio(audio, plan.num_frames, hooks)
         latents = self.sample(reference, kps, tokens, plan.windows, settings, hooks)
         return self.decode(latents, output=output, hooks=hooks)
