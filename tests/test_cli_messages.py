@@ -122,3 +122,16 @@ def test_download_command_fetches_exactly_the_missing_files(tmp_path, monkeypatc
     assert (root / "wav2vec2-base-960h" / "model.safetensors").read_bytes() == b"stand-in"
     assert download.main(["--model_dir", str(root)]) == 0
     assert capsys.readouterr().out == f"{root} already holds every file\n" and len(asked) == 10
+
+
+def test_library_request_takes_string_paths(tmp_path):
+    """The README's library call with strings instead of Paths (an AttributeError deep in locate_models before)."""
+    from vexpress_model.request import GenerationRequest
+
+    request = GenerationRequest(reference_image="ref.jpg", audio="speech.mp3", output=str(tmp_path / "out.mp4"),
+                                model_dir="model_ckpts", kps_path="kps.npz", dump_dir="dump",
+                                path_overrides={"vae": "vae_folder"})
+    assert request.reference_image == Path("ref.jpg") and request.audio == Path("speech.mp3")
+    assert request.output == tmp_path / "out.mp4" and request.model_dir == Path("model_ckpts")
+    assert request.kps_path == Path("kps.npz") and request.dump_dir == Path("dump")
+    assert request.path_overrides == {"vae": Path("vae_folder")} and request.reference_kps_path is None

@@ -7,6 +7,7 @@ runs them.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,18 @@ class GenerationRequest:
     feather: float = DEFAULT_FEATHER
     color_match: str = DEFAULT_COLOR_MATCH
     max_side: int | None = None
+
+    def __post_init__(self) -> None:
+        # Library callers write paths as strings too (GenerationRequest(reference_image="ref.jpg", ...)): the fields
+        # are Paths for everything downstream.
+        for name in _PATH_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, (str, os.PathLike)) and not isinstance(value, Path):
+                setattr(self, name, Path(value))
+        self.path_overrides = {name: Path(value) for name, value in self.path_overrides.items()}
+
+
+_PATH_FIELDS = ("reference_image", "audio", "output", "model_dir", "kps_path", "reference_kps_path", "dump_dir")
 
 
 def request_from_cli_args(args: Any) -> GenerationRequest:
