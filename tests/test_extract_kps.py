@@ -168,3 +168,29 @@ def test_readme_same_person_scenario_on_the_example_video(tmp_path: Path, insigh
     track = load_kps(kps_path)
     assert (track.num_frames, track.fps) == (30, 10.0)
     assert decode_audio(audio_path).duration_s == pytest.approx(3.0, abs=0.06)
+
+
+def test_a_bad_flag_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--video_path", "v.mp4", "--bogus", "1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err == ("error: unrecognized arguments: --bogus 1; "
+                   "`python -m vexpress_model.extract_kps --help` lists the flags\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--select", "closest"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "usage:" not in err
+    assert err.startswith("error: argument --select: invalid choice: 'closest'")
+
+
+def test_help_shows_the_defaults() -> None:
+    from vexpress_model.extract_kps import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    for shown in ("(default: cuda)", "--gpu_id GPU_ID which CUDA GPU detects faces (--device cuda or auto) "
+                  "(default: 0)", "(default: ./model_ckpts/insightface_models/)", "--height HEIGHT frames are "
+                  "resized to this height first (default: 512)", "(default: 512)", "(score) (default: nearest)",
+                  "MediaPipe when installed (default: auto)", "npz otherwise (default: auto)"):
+        assert shown in text, shown
+    assert "the driving video (default" not in text  # empty defaults are not shown

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .entry import run_command
+from .entry import CommandParser, run_command, with_defaults_in_help
 from .errors import InputError
 from .files import require_writable_file
 from .options import FACE_DETECTORS, FACE_SELECTIONS, KPS_FORMATS
@@ -34,7 +34,7 @@ logger = logging.getLogger("vexpress.extract_kps")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m vexpress_model.extract_kps",
         description="Extract the V-Kps keypoint track and the audio of a driving video.",
     )
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--audio_save_path", type=str, default="", help="where to write the audio (.mp3, .wav, ...)")
     parser.add_argument("--device", type=str, default="cuda", choices=("cuda", "cpu", "auto"),
                         help="face detection device (CUDA needs onnxruntime-gpu; falls back to the CPU)")
-    parser.add_argument("--gpu_id", type=int, default=0)
+    parser.add_argument("--gpu_id", type=int, default=0, help="which CUDA GPU detects faces (--device cuda or auto)")
     parser.add_argument("--insightface_model_path", type=str, default="./model_ckpts/insightface_models/",
                         help="folder holding models/buffalo_l/det_10g.onnx")
     parser.add_argument("--height", type=int, default=512, help="frames are resized to this height first")
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(the largest in the first frame), the largest, or the most confident (score)")
     parser.add_argument("--face_detector", choices=FACE_DETECTORS, default="auto",
                         help="auto: insightface where its model is present, else MediaPipe when installed")
-    return parser
+    return with_defaults_in_help(parser)
 
 
 def _kps_format(path: Path, choice: str) -> str:
