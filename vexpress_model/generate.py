@@ -185,11 +185,12 @@ def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> 
         return check_points_in_frame(
             points, request.width, request.height, f"reference kps file {request.reference_kps_path}"
         )
-    from .inputs.face_detection import reference_kps_from_image
+    from .inputs.face_detection import NO_FACE_HINT, reference_kps_from_image
 
     return reference_kps_from_image(
         request.reference_image, request.width, request.height, request.compat,
         lambda: _face_detector(request, paths, device), name=f"reference image {request.reference_image}",
+        no_face_hint=NO_FACE_HINT + ", or give the keypoints with --reference_kps_path",
     )
 
 
@@ -208,11 +209,21 @@ def full_frame_reference(request: GenerationRequest, paths: Any, device: Any) ->
     else:
         with _face_detector(request, paths, device) as detector:
             cropped = crop_reference(full, request.width, request.height, box=request.face_box, detector=detector,
-                                     crop_scale=request.crop_scale, border=request.crop_border, name=name)
+                                     crop_scale=request.crop_scale, border=request.crop_border, name=name,
+                                     no_face_hint=_full_frame_no_face_hint(request))
     crop = cropped.crop
     logger.info("full frame %dx%d: face crop %d px square at (%d, %d), generated at %dx%d", full.shape[1],
                 full.shape[0], crop.size, crop.left, crop.top, request.width, request.height)
     return full, cropped
+
+
+def _full_frame_no_face_hint(request: GenerationRequest) -> str:
+    """--full_frame found no face: a photo with the face visible, or the face's place by hand (not a crop)."""
+    if request.face_box is not None:
+        return ("check that --face_box x1,y1,x2,y2 (reference image pixels) frames the face, or give the keypoints "
+                "with --reference_kps_path")
+    return ("use a photo where the face is clearly visible and roughly frontal, mark the face with --face_box "
+            "x1,y1,x2,y2 (reference image pixels), or give the keypoints with --reference_kps_path")
 
 
 def kps_sequence(request: GenerationRequest, reference_kps: np.ndarray, num_frames: int, fps: float,

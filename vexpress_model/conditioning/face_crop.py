@@ -48,6 +48,8 @@ NOSE_DROP_WEIGHT = 1.5
 # sizes above the box centre.
 BOX_FACE_SIZE = 0.83
 BOX_CENTRE_RAISE = 0.06
+# No face in a whole photo: a tighter crop would not help (the photo is cut around the face), a visible face would.
+FULL_FRAME_NO_FACE_HINT = "use a photo where the face is clearly visible and roughly frontal, or give its face box"
 Border = Literal["pad", "shift"]
 
 
@@ -254,9 +256,11 @@ def crop_reference(
     border: Border = "pad",
     select: str = "largest",
     name: str = "reference image",
+    no_face_hint: str = FULL_FRAME_NO_FACE_HINT,
 ) -> CroppedReference:
     """Plan the crop and cut the reference: around ``kps`` (the image's own pixels), else around ``box`` (the
-    kps are then detected in the crop), else around the face ``detector`` finds in the full image."""
+    kps are then detected in the crop), else around the face ``detector`` finds in the full image.
+    ``no_face_hint`` ends the message when the detector finds no face (a front end adds its own flags)."""
     from ..inputs.face_detection import detect_reference_kps
 
     image = np.asarray(full_image)
@@ -266,9 +270,10 @@ def crop_reference(
     if kps is None and box is not None:
         crop = plan_box_crop(box, full_width, full_height, crop_scale=crop_scale, border=border)
         cropped = crop_image(image, crop, width, height)
-        crop_kps = detect_reference_kps(cropped, detector, select, name=f"face box of the {name}")
+        crop_kps = detect_reference_kps(cropped, detector, select, name=f"face box of the {name}",
+                                        hint=no_face_hint)
         return CroppedReference(crop, cropped, crop_kps.astype(np.float32))
     if kps is None:
-        kps = detect_reference_kps(image, detector, select, name=name)
+        kps = detect_reference_kps(image, detector, select, name=name, hint=no_face_hint)
     crop = plan_face_crop(kps, full_width, full_height, crop_scale=crop_scale, border=border)
     return CroppedReference(crop, crop_image(image, crop, width, height), kps_to_crop(kps, crop, width, height))

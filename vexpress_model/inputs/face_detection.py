@@ -53,6 +53,10 @@ DOWNLOAD_HINT = (
     "{path} exists (only det_10g.onnx is needed)"
 )
 
+# What to do when a portrait shows no face, in the library's words (no flag names: a front end passes its own hint,
+# e.g. the command line adds its --reference_kps_path, the full-frame path its own advice).
+NO_FACE_HINT = "use a portrait with a clearly visible, roughly frontal face (a square, face-centred crop works best)"
+
 Selection = FaceSelection
 ProgressCallback = Callable[[int, int | None], None]
 
@@ -221,9 +225,11 @@ def reference_kps_from_image(
     open_detector: Callable[[], Any],
     *,
     name: str = "reference image",
+    no_face_hint: str = NO_FACE_HINT,
 ) -> np.ndarray:
     """The reference kps [3, 2] in pixels of the ``width`` x ``height`` output frame, detected on the portrait as
-    the pipeline sees it (``inputs.image.load_detection_image``) with the face rule of ``compat``.
+    the pipeline sees it (``inputs.image.load_detection_image``) with the face rule of ``compat``;
+    ``no_face_hint`` ends the message when there is no face (see :func:`detect_reference_kps`).
 
     ``open_detector()`` gives a detector used as a context manager (each front end opens its own kind, from its
     own folders); it is closed as soon as the kps are found, since its ONNX session holds device memory the
@@ -233,19 +239,23 @@ def reference_kps_from_image(
 
     detection_image = load_detection_image(image, width, height, compat)
     with open_detector() as detector:
-        return detect_reference_kps(detection_image, detector, reference_face_selection(compat), name=name)
+        return detect_reference_kps(detection_image, detector, reference_face_selection(compat), name=name,
+                                    hint=no_face_hint)
 
 
 def detect_reference_kps(
-    image: np.ndarray, detector: Any, select: Selection = "largest", *, name: str = "reference image"
+    image: np.ndarray,
+    detector: Any,
+    select: Selection = "largest",
+    *,
+    name: str = "reference image",
+    hint: str = NO_FACE_HINT,
 ) -> np.ndarray:
-    """The reference kps [3, 2] of a portrait (RGB uint8, any size); FaceNotFoundError if none."""
+    """The reference kps [3, 2] of a portrait (RGB uint8, any size); FaceNotFoundError if none, saying
+    "no face was found in the {name}; {hint}" (the caller knows what advice fits: a crop, a full photo, a flag)."""
     kps = detect_kps(detector, image, select)
     if kps is None:
-        raise FaceNotFoundError(
-            f"no face was found in the {name}; use a portrait with a clearly visible, roughly frontal face "
-            "(a square, face-centred crop works best), or give the keypoints with --reference_kps_path"
-        )
+        raise FaceNotFoundError(f"no face was found in the {name}; {hint}")
     return kps
 
 
