@@ -116,8 +116,9 @@ def run(args: argparse.Namespace) -> None:
     audio = decode_audio(video) if audio_path is not None else None
     track = None
     if kps_path is not None:
+        # A command line: MediaPipe's native start-up log lines are noise here (never in ComfyUI's process).
         detector = create_face_detector(args.face_detector, args.insightface_model_path, device=args.device,
-                                        gpu_id=args.gpu_id)
+                                        gpu_id=args.gpu_id, quiet_native_logs=True)
         update, finish = _progress_bar(info.num_frames)
         try:
             track = extract_kps_track(video, detector, width=args.width, height=args.height,

