@@ -6,13 +6,15 @@ key manifests of the released checkpoints. Nothing here downloads anything.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests import media
+from tests import comfy_harness, media
+from tests.comfy_nodes import FPS, SMALL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,3 +97,70 @@ def tiny_model_with_detector(tiny_model_dir: Path, tmp_path_factory: pytest.Temp
     shutil.copytree(tiny_model_dir, folder)
     write_fake_buffalo_l(folder / "insightface_models")
     return folder
+
+
+# ------------------------------------------------------------ ComfyUI nodes (tests/test_nodes_comfy*.py)
+
+
+@pytest.fixture(scope="session")
+def comfy() -> Path:
+    return comfy_harness.import_comfyui()
+
+
+@pytest.fixture(scope="session")
+def pack(comfy):
+    return comfy_harness.import_pack()
+
+
+@pytest.fixture(scope="session")
+def node(pack):
+    """``node("kps")`` -> the pack's ``nodes.kps`` module."""
+    return lambda name: importlib.import_module(f"{comfy_harness.PACK_MODULE}.nodes.{name}")
+
+
+@pytest.fixture(scope="session")
+def lib(pack):
+    """``lib("errors")`` -> the pack's copy of ``vexpress_model.errors`` (the classes the nodes use)."""
+    return comfy_harness.import_library
+
+
+@pytest.fixture(scope="session")
+def dirs(pack, tmp_path_factory, tiny_model_dir):
+    return comfy_harness.setup_folders(tmp_path_factory.mktemp("comfy"), tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def pipe(node, dirs):
+    return node("loader").LoadVExpressModels.execute(model="tiny", dtype="auto", offload="auto",
+                                                      download_missing=False)[0]
+
+
+@pytest.fixture(scope="session")
+def audio(lib):
+    """The shipped example speech as a core AUDIO (16 kHz mono, about 3.5 s)."""
+    import torch
+
+    speech = comfy_harness.REPO_ROOT / "example_workflows" / "input" / "vexpress_speech.wav"
+    decoded = lib("inputs.audio").decode_audio(speech)
+    return {"waveform": torch.from_numpy(decoded.waveform)[None], "sample_rate": decoded.sample_rate}
+
+
+@pytest.fixture(scope="session")
+def portrait():
+    import torch
+    from PIL import Image
+
+    image = Image.open(comfy_harness.REPO_ROOT / "example_workflows" / "input" / "vexpress_portrait.jpg")
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)[None]
+
+
+@pytest.fixture(scope="session")
+def embeds(node, pipe, audio):
+    return node("audio").VExpressAudioEmbed.execute(pipe=pipe, audio=audio, fps=FPS)
+
+
+@pytest.fixture(scope="session")
+def fix_face_kps(node, portrait, embeds):
+    return node("kps").VExpressRetargetKps.execute(
+        reference_image=portrait, strategy="fix_face", frame_count=embeds[2], fps=embeds[3], compat="fixed", **SMALL
+    )
