@@ -94,7 +94,10 @@ def uint8_to_image(frames: np.ndarray) -> Any:
     array = np.asarray(frames)
     if array.ndim == 3:
         array = array[None]
-    return torch.from_numpy(np.ascontiguousarray(array)).float().div_(255.0)
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # e.g. a decoded file's read-only buffer: torch warns about sharing it
+        array = array.copy()
+    return torch.from_numpy(array).float().div_(255.0)
 
 
 def require_audio(audio: Any, what: str) -> dict[str, Any]:
