@@ -3,7 +3,14 @@ text of the pack, are in ``locales/en/nodeDefs.json`` (each node says there what
 
 from __future__ import annotations
 
-from ..vexpress_model.options import COLOR_MATCH_MODES, COMPAT_MODES, FACE_DETECTORS, MAX_FPS, MEDIAN_FILTER_MODES
+from ..vexpress_model.options import (
+    COLOR_MATCH_MODES,
+    COMPAT_MODES,
+    FACE_DETECTORS,
+    MAX_FPS,
+    MEDIAN_FILTER_MODES,
+    MIN_FPS,
+)
 from ..vexpress_model.pipeline.timing import MAX_CONTEXT_FRAMES
 from ._comfy import io
 
@@ -17,8 +24,8 @@ def height() -> io.Int.Input:
 
 
 def fps(name: str) -> io.Float.Input:
-    """A frame-rate widget: every fps input of the pack has the library's range (up to ``MAX_FPS``)."""
-    return io.Float.Input(name, default=30.0, min=1.0, max=MAX_FPS, step=0.01)
+    """A frame-rate widget: every fps input of the pack has the library's range (``MIN_FPS`` to ``MAX_FPS``)."""
+    return io.Float.Input(name, default=30.0, min=MIN_FPS, max=MAX_FPS, step=0.01)
 
 
 def compat(*, optional: bool = False) -> io.Combo.Input:

@@ -38,9 +38,9 @@ from .options import (
 )
 from .outputs.paste_back import DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
 from .pipeline.distributed import DEFAULT_TIMEOUT_S
+from .validation import MAX_CRF, range_problem
 
 EXIT_FAILED = 1  # a process of a torchrun launch failed for another reason than a bad input
-MAX_CRF = 51  # libx264's constant-quality scale: 0 (lossless) to 51
 
 
 def _whole_number(low: int, high: int | None = None, why: str = "") -> Any:
@@ -51,9 +51,9 @@ def _whole_number(low: int, high: int | None = None, why: str = "") -> Any:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-        if value < low or (high is not None and value > high):
-            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"must be {bounds}{why}, got {value}")
+        problem = range_problem(value, low, high, why)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
         return value
 
     return parse

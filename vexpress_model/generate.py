@@ -4,9 +4,10 @@ This is what ``python -m vexpress_model`` runs. It wires the layers together in 
 conditioning -> models -> pipeline -> outputs) and owns nothing else: every step is a call into those layers, so
 the ComfyUI nodes, which run the same steps as separate nodes, share all the logic.
 
-Cheap checks run first (files exist, output path writable, settings valid, model folder complete), so a bad
-input fails in a second with a message instead of after minutes of model loading; the video is written under a
-temporary name and renamed only on success.
+Cheap checks run first (files exist, output path writable, settings valid), then the image and the audio are read
+and the frames planned, and only then is the model folder looked at (and completed by a download), so a bad input
+fails in a second with a message instead of after a download or minutes of model loading; the video is written
+under a temporary name and renamed only on success.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from .errors import InputError, ModelFolderError
 from .models.paths import VEXPRESS_FILES
 from .options import CROP_BORDER_MODES, STRATEGIES_WITH_DRIVING_KPS, TEST_STAGES
+from .pipeline.timing import check_frame_settings
 from .request import GenerationRequest, request_from_cli_args
 from .validation import require_file, require_finite, require_inference_steps
 
@@ -57,10 +59,12 @@ def check_request(request: GenerationRequest, *, writes_output: bool = True) -> 
     for name in ("width", "height"):
         value = getattr(request, name)
         if value <= 0 or value % 8:
-            raise InputError(f"image {name} must be a positive multiple of 8, got {value}")
+            raise InputError(f"--image_{name} must be a positive multiple of 8 (the VAE works in 8-pixel blocks), "
+                             f"got {value}; use {_nearest_multiples_of_8(value)}")
     require_inference_steps(request.num_inference_steps, "--num_inference_steps")
     for name in FLOAT_SETTINGS:
         require_finite(getattr(request, name), f"--{name}")
+    check_frame_settings(request.fps, request.context_frames, request.context_overlap, flags=True)
     if request.test_stage not in TEST_STAGES:
         raise InputError(f"test_stage must be stage_1, stage_2 or stage_3, got {request.test_stage!r}")
     if request.face_box is not None and not request.full_frame:
@@ -82,6 +86,12 @@ def check_request(request: GenerationRequest, *, writes_output: bool = True) -> 
             "with --full_frame the reference kps are in the photo's own pixels; drop --reference_kps_in output"
         )
     check_output_path(request.output, create=False)
+
+
+def _nearest_multiples_of_8(value: int) -> str:
+    """The valid sizes next to ``value``: "64 or 72" for 70, "8" for 0 or less."""
+    below = value // 8 * 8
+    return f"{below} or {below + 8}" if below >= 8 else "8"
 
 
 # ------------------------------------------------------------------------------------------ model files
@@ -153,8 +163,10 @@ def choose_device_and_dtype(device: str, gpu_id: int, dtype: str) -> tuple[Any, 
         device = f"cuda:{gpu_id}"
     try:
         torch_device = torch.device(device)
-    except RuntimeError as exc:
-        raise InputError(f"unknown device {device!r} ({exc}); use auto, cpu, cuda or cuda:N") from None
+    except RuntimeError:
+        torch_device = None
+    if torch_device is None or torch_device.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device} was asked for but this torch build sees no CUDA GPU; use --device cpu")
     if dtype == "auto":
@@ -194,13 +206,11 @@ def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> 
     )
 
 
-def full_frame_reference(request: GenerationRequest, paths: Any, device: Any) -> tuple[np.ndarray, Any]:
-    """Full-frame mode: the whole reference image and its face crop (``CroppedReference``)."""
+def full_frame_reference(request: GenerationRequest, full: np.ndarray, paths: Any, device: Any) -> Any:
+    """Full-frame mode: the face crop (``CroppedReference``) of the whole reference image ``full``."""
     from .conditioning.face_crop import crop_reference
-    from .inputs.image import load_full_image
     from .inputs.kps import load_reference_kps
 
-    full = load_full_image(request.reference_image)
     kps = load_reference_kps(request.reference_kps_path) if request.reference_kps_path is not None else None
     name = f"reference image {request.reference_image}"
     if kps is not None:
@@ -214,7 +224,7 @@ def full_frame_reference(request: GenerationRequest, paths: Any, device: Any) ->
     crop = cropped.crop
     logger.info("full frame %dx%d: face crop %d px square at (%d, %d), generated at %dx%d", full.shape[1],
                 full.shape[0], crop.size, crop.left, crop.top, request.width, request.height)
-    return full, cropped
+    return cropped
 
 
 def _full_frame_no_face_hint(request: GenerationRequest) -> str:
@@ -277,7 +287,9 @@ class _ArrayDump:
 
 
 def _progress_bar(enabled: bool) -> tuple[Callable[[int, int, Any], None] | None, Callable[[], None]]:
-    """The sampling bar, shown from the first UNet call on (no empty bar before sampling starts)."""
+    """The sampling bar, shown once the first UNet call has finished (no empty bar before sampling starts). That
+    call is where the bar starts counting (``initial``), so its rate is measured over real calls only, not one
+    call over the microseconds since the bar was made."""
     if not enabled:
         return None, lambda: None
     from tqdm.auto import tqdm
@@ -286,12 +298,13 @@ def _progress_bar(enabled: bool) -> tuple[Callable[[int, int, Any], None] | None
 
     def progress(done: int, total: int, preview: Any) -> None:
         if not bars:
-            bars.append(tqdm(total=total, unit="call", desc="sampling", leave=False))
+            bars.append(tqdm(total=total, initial=done, unit="call", desc="sampling", leave=False))
+            return
         bar = bars[0]
         if bar.total != total:
             bar.total = total
-        bar.n = done
-        bar.refresh()
+        if done > bar.n:
+            bar.update(done - bar.n)
 
     def close() -> None:
         for bar in bars:
@@ -339,29 +352,38 @@ class PreparedInputs:
 
 
 def prepare_inputs(request: GenerationRequest, *, main: bool = True) -> PreparedInputs:
-    """Checks, model paths, device, and every input file read and turned into conditions (face detection
-    included). ``main`` False: a process that does not write (see :func:`check_request`)."""
+    """Checks; the image and audio read and the frames planned; then device, model paths and the conditions that
+    need them (face detection). ``main`` False: a process that does not write (see :func:`check_request`)."""
     from .inputs.audio import decode_audio, to_mono_16k
     from .inputs.image import load_reference_image
     from .pipeline.timing import plan_frames
 
     check_request(request, writes_output=main)
-    paths = locate_models(request)
-    device, dtype = choose_device_and_dtype(request.device, request.gpu_id, request.dtype)
-    full_image = cropped = None
+    # The input files are read and the frames planned before the device is chosen and the model folder looked at
+    # (which may download gigabytes), and before the heavy imports that come with them: a bad image or audio file
+    # is reported in a second.
     if request.full_frame:
-        full_image, cropped = full_frame_reference(request, paths, device)
-        reference_image, reference_kps = cropped.image, cropped.kps
+        from .inputs.image import load_full_image
+
+        full_image = load_full_image(request.reference_image)
     else:
+        full_image = None
         reference_image = load_reference_image(request.reference_image, request.width, request.height,
                                                request.compat)
     audio = decode_audio(request.audio)
     waveform_16k = to_mono_16k(audio.waveform, audio.sample_rate, compat=request.compat)
     plan = plan_frames(
-        waveform_16k.shape[0] / 16000.0, request.fps, request.context_frames, request.context_overlap, request.compat
+        waveform_16k.shape[0] / 16000.0, request.fps, request.context_frames, request.context_overlap, request.compat,
+        flags=True,
     )
+    device, dtype = choose_device_and_dtype(request.device, request.gpu_id, request.dtype)
+    paths = locate_models(request)
     logger.info("%d frames at %.3f fps in %d context windows", plan.num_frames, plan.fps, len(plan.windows))
-    if not request.full_frame:
+    cropped = None
+    if request.full_frame:
+        cropped = full_frame_reference(request, full_image, paths, device)
+        reference_image, reference_kps = cropped.image, cropped.kps
+    else:
         reference_kps = reference_keypoints(request, paths, device)
     sequence = kps_sequence(request, reference_kps, plan.num_frames, plan.fps,
                             crop=cropped.crop if cropped is not None else None)

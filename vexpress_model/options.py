@@ -51,6 +51,9 @@ REFERENCE_KPS_SPACES: tuple[str, ...] = ("output", "image")
 MAX_FPS = 240.0
 """Highest output / track frame rate any front end accepts."""
 
+MIN_FPS = 1.0
+"""Lowest output frame rate (the nodes' fps widgets start here): below it one frame would last seconds."""
+
 
 def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
     """``value`` if it is one of ``choices``, else an InputError naming ``what`` and the choices."""

@@ -16,6 +16,7 @@ from .conditioning.face_crop import DEFAULT_CROP_SCALE
 from .errors import InputError
 from .models.paths import VEXPRESS_FILES
 from .outputs.paste_back import DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
+from .validation import MAX_CRF, require_whole_number
 
 logger = logging.getLogger("vexpress.generate")
 
@@ -80,6 +81,19 @@ class GenerationRequest:
             if isinstance(value, (str, os.PathLike)) and not isinstance(value, Path):
                 setattr(self, name, Path(value))
         self.path_overrides = {name: Path(value) for name, value in self.path_overrides.items()}
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """The ranges the command line's parser checks (cli.py), for library callers too: one line naming the
+        field, at construction."""
+        require_whole_number(self.crf, "GenerationRequest crf", 0, MAX_CRF, " (H.264 quality)")
+        require_whole_number(self.gpu_id, "GenerationRequest gpu_id", 0)
+        for name, meaning in (("window_batch_size", "context windows per UNet call; None: as many as the memory "
+                                                    "budget allows"),
+                              ("max_side", "pixels of the output's longer side; None: keep the size")):
+            value = getattr(self, name)
+            if value is not None:
+                require_whole_number(value, f"GenerationRequest {name}", 1, why=f" ({meaning})")
 
 
 _PATH_FIELDS = ("reference_image", "audio", "output", "model_dir", "kps_path", "reference_kps_path", "dump_dir")

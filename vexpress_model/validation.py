@@ -8,12 +8,15 @@ turns guidance off. Every float setting therefore goes through :func:`require_fi
 from __future__ import annotations
 
 import math
+import numbers
 from pathlib import Path
 
 from .errors import InputError, VExpressError
 
 # DDIM's training schedule has 1000 steps; more inference steps than that repeat timesteps.
 MAX_INFERENCE_STEPS = 1000
+# libx264's constant-quality scale: 0 (lossless) to 51.
+MAX_CRF = 51
 
 
 def require_finite(value: float, name: str) -> float:
@@ -34,6 +37,26 @@ def require_inference_steps(steps: int, name: str = "num_inference_steps") -> in
             f"{name} must be between 1 and {MAX_INFERENCE_STEPS} (the scheduler's training steps), got {steps}"
         )
     return int(steps)
+
+
+def range_problem(value: int, low: int, high: int | None = None, why: str = "") -> str | None:
+    """What is wrong with the whole number ``value`` for the range ``low .. high`` (no upper bound when None), as
+    "must be ..., got ..." (the command line's flag checks and :func:`require_whole_number` share it); None if
+    nothing."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return f"must be a whole number, got {value!r}"
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        return f"must be {bounds}{why}, got {value}"
+    return None
+
+
+def require_whole_number(value: int, name: str, low: int, high: int | None = None, why: str = "") -> int:
+    """``value`` if it is a whole number from ``low`` to ``high``; else :class:`InputError` naming ``name``."""
+    problem = range_problem(value, low, high, why)
+    if problem is not None:
+        raise InputError(f"{name} {problem}")
+    return value
 
 
 def require_file(

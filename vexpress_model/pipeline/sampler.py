@@ -384,8 +384,9 @@ class VExpressPipeline:
                 batches=balanced_batches(local, per_batch), counts=counts.view(1, 1, num_frames, 1, 1), cfg=cfg
             )
             logger.info(
-                "sampling %d frames: %d windows of %d frames in %d UNet calls per step, %d steps, CFG %s",
-                num_frames, len(local), frames_per_window, len(plan.batches), settings.num_inference_steps,
+                "sampling %d frames: %d window%s of %d frames in %d UNet call%s per step, %d step%s, CFG %s",
+                num_frames, len(local), "s"[: len(local) != 1], frames_per_window, len(plan.batches),
+                "s"[: len(plan.batches) != 1], settings.num_inference_steps, "s"[: settings.num_inference_steps != 1],
                 "on" if cfg else "off",
             )
             unet: UNetLike = self.models.denoising_unet

@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import InputError
-from ..options import MAX_FPS, Compat, check_compat
+from ..options import MAX_FPS, MIN_FPS, Compat, check_compat
 
 # The motion modules' position encoding has 32 rows (docs/spec.md §3.6): a window may not hold more frames.
 MAX_CONTEXT_FRAMES = 32
@@ -50,20 +50,42 @@ class FramePlan:
         return self.num_frames / self.fps
 
 
-def _check_window_settings(context_frames: int, context_overlap: int) -> None:
+def _name(setting: str, flags: bool) -> str:
+    """A setting as the user wrote it: the command line's ``--fps`` (``flags``) or the library's / nodes' ``fps``."""
+    return f"--{setting}" if flags else setting
+
+
+def _check_window_settings(context_frames: int, context_overlap: int, flags: bool = False) -> None:
     if not 1 <= context_frames <= MAX_CONTEXT_FRAMES:
         raise InputError(
-            f"context_frames must be between 1 and {MAX_CONTEXT_FRAMES} (the motion modules' position encoding "
-            f"holds {MAX_CONTEXT_FRAMES} frames), got {context_frames}"
+            f"{_name('context_frames', flags)} must be between 1 and {MAX_CONTEXT_FRAMES} (the motion modules' "
+            f"position encoding holds {MAX_CONTEXT_FRAMES} frames), got {context_frames}"
         )
     if not 0 <= context_overlap < context_frames:
         raise InputError(
-            f"context_overlap must be at least 0 and smaller than context_frames ({context_frames}), "
-            f"got {context_overlap}"
+            f"{_name('context_overlap', flags)} must be at least 0 and smaller than "
+            f"{_name('context_frames', flags)} ({context_frames}), got {context_overlap}"
         )
 
 
-def context_windows(num_frames: int, size: int, overlap: int, compat: Compat = "fixed") -> tuple[range, ...]:
+def _check_fps(fps: float, flags: bool = False) -> None:
+    if not (math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
+        raise InputError(
+            f"{_name('fps', flags)} must be a number from {MIN_FPS:g} to {MAX_FPS:g} (frames per second of the "
+            f"video), got {fps:g}"
+        )
+
+
+def check_frame_settings(fps: float, context_frames: int, context_overlap: int, *, flags: bool = False) -> None:
+    """The timing settings alone, before any audio is read: :class:`InputError` for an fps outside
+    ``MIN_FPS .. MAX_FPS`` or impossible window settings. ``flags``: name them as command-line flags (``--fps``)."""
+    _check_window_settings(context_frames, context_overlap, flags)
+    _check_fps(fps, flags)
+
+
+def context_windows(
+    num_frames: int, size: int, overlap: int, compat: Compat = "fixed", *, flags: bool = False
+) -> tuple[range, ...]:
     """The context windows over ``num_frames`` frames: windows of ``size`` frames, ``size - overlap`` apart.
 
     In "original" mode ``num_frames`` must be whole windows (what :func:`plan_frames` gives; the original
@@ -72,15 +94,15 @@ def context_windows(num_frames: int, size: int, overlap: int, compat: Compat = "
     clip shorter than ``size`` is one window of all its frames.
     """
     check_compat(compat)
-    _check_window_settings(size, overlap)
+    _check_window_settings(size, overlap, flags)
     if num_frames < 1:
         raise InputError(f"a video needs at least one frame, got {num_frames}")
     stride = size - overlap
     if compat == "original":
         if num_frames < size or (num_frames - size) % stride:
             raise InputError(
-                f"compat='original' needs a frame count of whole context windows ({size} + k*{stride} frames), "
-                f"got {num_frames}"
+                f"{_compat_original(flags)} needs a frame count of whole context windows ({size} + k*{stride} "
+                f"frames), got {num_frames}"
             )
         return tuple(range(start, start + size) for start in range(0, num_frames - size + 1, stride))
     if num_frames <= size:
@@ -90,11 +112,14 @@ def context_windows(num_frames: int, size: int, overlap: int, compat: Compat = "
     return tuple(range(start, start + size) for start in starts)
 
 
-def _check_duration_and_fps(duration_s: float, fps: float) -> None:
+def _compat_original(flags: bool) -> str:
+    return "--compat original" if flags else "compat='original'"
+
+
+def _check_duration_and_fps(duration_s: float, fps: float, flags: bool = False) -> None:
     if not (math.isfinite(duration_s) and duration_s > 0):
         raise InputError(f"the audio must last longer than 0 s, got {duration_s} s")
-    if not (math.isfinite(fps) and 0 < fps <= MAX_FPS):
-        raise InputError(f"fps must be a number above 0 and at most {MAX_FPS:g}, got {fps}")
+    _check_fps(fps, flags)
 
 
 def frame_count(duration_s: float, fps: float) -> int:
@@ -110,20 +135,25 @@ def plan_frames(
     context_frames: int,
     context_overlap: int,
     compat: Compat = "fixed",
+    *,
+    flags: bool = False,
 ) -> FramePlan:
-    """Frame count, output fps and context windows for ``duration_s`` seconds of audio (see the module doc)."""
+    """Frame count, output fps and context windows for ``duration_s`` seconds of audio (see the module doc).
+    ``flags``: the messages name the settings as command-line flags (``--fps``), else as parameters (``fps``)."""
     check_compat(compat)
-    _check_window_settings(context_frames, context_overlap)
-    _check_duration_and_fps(duration_s, fps)
+    _check_window_settings(context_frames, context_overlap, flags)
+    _check_duration_and_fps(duration_s, fps, flags)
 
     if compat == "original":
         stride = context_frames - context_overlap
         wanted = int(duration_s * fps)
         if wanted < context_frames:
+            fix = ("use --compat fixed or a smaller --context_frames" if flags
+                   else "use compat='fixed' or fewer context_frames")
             raise InputError(
-                f"the audio lasts {duration_s:.3f} s, but compat='original' needs at least one whole context window "
-                f"({context_frames} frames = {context_frames / fps:.3f} s at {fps:g} fps): the original "
-                "implementation cannot generate shorter clips; use compat='fixed' or fewer context_frames"
+                f"the audio lasts {duration_s:.3f} s, but {_compat_original(flags)} needs at least one whole context "
+                f"window ({context_frames} frames = {context_frames / fps:.3f} s at {fps:g} fps): the original "
+                f"implementation cannot generate shorter clips; {fix}"
             )
         num_windows = (wanted - context_frames) // stride + 1
         num_frames = (num_windows - 1) * stride + context_frames
@@ -134,7 +164,7 @@ def plan_frames(
     return FramePlan(
         num_frames=num_frames,
         fps=out_fps,
-        windows=context_windows(num_frames, context_frames, context_overlap, compat),
+        windows=context_windows(num_frames, context_frames, context_overlap, compat, flags=flags),
     )
 
 
