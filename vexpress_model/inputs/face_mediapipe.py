@@ -114,9 +114,6 @@ class MediaPipeFaceDetector:
         """``quiet_native_logs``: hide MediaPipe's native start-up log lines (module docstring); command lines only."""
         solutions = _solutions()
         self._detector = self._mesh = None
-        # Graphs that have not found a face yet: their first run with a face logs too (face mesh's landmark
-        # projection warns then).
-        self._quiet_until_found = {"detector", "mesh"} if quiet_native_logs else set()
         with native_stderr_silenced(quiet_native_logs):
             self._detector = solutions.face_detection.FaceDetection(
                 model_selection=1, min_detection_confidence=float(min_confidence)
@@ -133,20 +130,25 @@ class MediaPipeFaceDetector:
                 for graph in (self._detector, self._mesh):
                     if graph is not None:
                         graph.process(blank)
+        # Graphs that have not found a face yet: their first run with a face logs too (face mesh's landmark
+        # projection warns then).
+        self._quiet_until_found = [g for g in (self._detector, self._mesh) if g is not None and quiet_native_logs]
 
-    def _process(self, graph: str, image: np.ndarray) -> Any:
-        """One graph's ``process``, silenced until it first finds a face where asked (``quiet_native_logs``)."""
-        with native_stderr_silenced(graph in self._quiet_until_found):
-            result = (self._detector if graph == "detector" else self._mesh).process(image)
-        if getattr(result, "detections" if graph == "detector" else "multi_face_landmarks", None):
-            self._quiet_until_found.discard(graph)
+    def _process(self, graph: Any, image: np.ndarray, found: str) -> Any:
+        """``graph.process(image)``, silenced until the graph's result first holds ``found`` (a face), where asked
+        (``quiet_native_logs``)."""
+        quiet = any(graph is waiting for waiting in self._quiet_until_found)
+        with native_stderr_silenced(quiet):
+            result = graph.process(image)
+        if quiet and getattr(result, found, None):
+            self._quiet_until_found = [g for g in self._quiet_until_found if g is not graph]
         return result
 
     def detect_faces(self, image: np.ndarray) -> list[DetectedFace]:
         """Every face, most confident first; ``kps`` are the three V-Kps points (float32 [3, 2])."""
         frame = np.ascontiguousarray(check_image(image))
         height, width = frame.shape[:2]
-        result = self._process("detector", frame)
+        result = self._process(self._detector, frame, "detections")
         faces = []
         for detection in result.detections or []:
             data = detection.location_data
@@ -171,7 +173,7 @@ class MediaPipeFaceDetector:
         if right - left < 16 or bottom - top < 16:
             return None
         patch = np.ascontiguousarray(frame[top:bottom, left:right])
-        result = self._process("mesh", patch)
+        result = self._process(self._mesh, patch, "multi_face_landmarks")
         if not result.multi_face_landmarks:
             return None
         for face in result.multi_face_landmarks:
