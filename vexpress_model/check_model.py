@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .entry import CommandParser, run_command
+from .entry import CommandParser, run_command, with_defaults_in_help
 from .errors import CheckpointMismatchError, ModelFolderError
 
 
@@ -236,14 +236,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Will this V-Express model folder load? Lists every expected file (present or missing, size, "
                     "dtype, keys and shapes); exits 0 only if the folder will load.")
     parser.add_argument("--model_dir", default="./model_ckpts", help="model_ckpts/ (released layout) or a folder "
-                        "with the five V-Express files (ComfyUI models/vexpress) (default: ./model_ckpts)")
+                        "with the five V-Express files (ComfyUI models/vexpress)")
     parser.add_argument("--vae", help="sd-vae-ft-mse folder or diffusers-format file (overrides the search)")
     parser.add_argument("--wav2vec2", help="wav2vec2-base-960h folder (overrides the search)")
     parser.add_argument("--insightface_root", help="folder that holds models/buffalo_l")
     parser.add_argument("--vae_search_dir", action="append", help="extra folder to search for the VAE")
     parser.add_argument("--wav2vec2_search_dir", action="append", help="extra folder to search for wav2vec2")
     parser.add_argument("--insightface_search_dir", action="append", help="extra folder to search for insightface")
-    args = parser.parse_args(argv)
+    args = with_defaults_in_help(parser).parse_args(argv)
 
     def work() -> int:
         result = check_model_folder(

@@ -454,17 +454,17 @@ def _progress_tqdm(progress: ProgressFn, label: str):
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m vexpress_model.download [--model_dir DIR]``: fetch the released weights before a first run (the
     main command does the same on first use), exactly the files that are missing."""
-    from .entry import CommandParser, run_command
+    from .entry import CommandParser, run_command, with_defaults_in_help
 
     parser = CommandParser(prog="python -m vexpress_model.download", description="Download the released V-Express "
                            "weights into a model folder (only the files that are missing; the main command does "
                            "the same on first use).")
     parser.add_argument("--model_dir", default="./model_ckpts",
-                        help="where to put them, in the released layout (default: ./model_ckpts)")
+                        help="where to put them, in the released layout")
     parser.add_argument("--insightface", action="store_true",
                         help="also insightface's face detector det_10g.onnx (the original's; without it MediaPipe "
                              "detects faces, when installed)")
-    args = parser.parse_args(argv)
+    args = with_defaults_in_help(parser).parse_args(argv)
 
     def work() -> None:
         root = Path(args.model_dir)
