@@ -248,3 +248,40 @@ def test_median_filtered_chunks_equal_the_whole_clip_filter():
             chunks.append(frames[start : start + size])
             start += size
         assert np.array_equal(np.concatenate(list(median_filtered_chunks(chunks))), median_filter_3d(frames))
+
+
+_ENCODE_IN_A_CHILD = """
+import os, sys
+import numpy as np
+from vexpress_model.outputs.video import write_video
+
+os.sched_setaffinity(0, {int(cpu) for cpu in sys.argv[2].split(",")})
+frames = (np.random.default_rng(7).random((12, 240, 320, 3)) * 255).astype(np.uint8)
+chunk = int(sys.argv[3])
+audio = (np.sin(np.arange(16000) / 9.0).astype(np.float32) * 0.3, 16000)
+write_video(sys.argv[1], (frames[i : i + chunk] for i in range(0, len(frames), chunk)), 25.0, audio=audio, crf=17)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
+def test_the_same_frames_give_the_same_bytes_in_any_process_layout(tmp_path: Path) -> None:
+    """Two processes, one pinned to a single CPU with one thread everywhere, the other on every CPU, fed in
+    different chunk sizes: byte-identical MP4s (x264's output follows its thread count, which must therefore
+    not follow the CPUs a process may use)."""
+    import subprocess
+    import sys
+
+    every_cpu = ",".join(str(cpu) for cpu in sorted(os.sched_getaffinity(0)))
+    one_cpu = every_cpu.split(",")[0]
+    layouts = [
+        (one_cpu, "1", {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}),
+        (every_cpu, "5", {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}),
+    ]
+    outputs = []
+    for index, (cpus, chunk, env) in enumerate(layouts):
+        path = tmp_path / f"layout{index}.mp4"
+        subprocess.run([sys.executable, "-c", _ENCODE_IN_A_CHILD, str(path), cpus, chunk],
+                       env={**os.environ, **env}, check=True, timeout=120)
+        outputs.append(path.read_bytes())
+    assert len(outputs[0]) > 1000
+    assert outputs[0] == outputs[1]
