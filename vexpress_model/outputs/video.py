@@ -7,9 +7,11 @@ file is complete: the encoder writes to a hidden temporary file in the target fo
 :meth:`VideoWriter.close` and deleted if anything fails (or on :meth:`VideoWriter.abort`).
 
 * **Reproducible.** The same frames and settings give the same MP4 bytes on any machine, in any process
-  layout: x264's output depends on its thread count, which FFmpeg otherwise derives from the CPUs this process
-  may use (so a torchrun rank, a pinned job or a 2-core CI runner each wrote a different file). The encoder
-  therefore always runs :data:`ENCODER_THREADS` frame threads (x264 is deterministic at a fixed count).
+  layout, every time. Two things made them differ: x264's thread count, which FFmpeg otherwise derives from the
+  CPUs this process may use (a torchrun rank, a pinned job or a 2-core CI runner each wrote a different file),
+  so the encoder always runs :data:`ENCODER_THREADS` frame threads; and x264's CPU-specific macroblock-tree
+  code, whose results varied from run to run even in one process on real footage (up to 50 grey levels
+  after decoding), so x264 runs its canonical code path (``cpu-independent``; about 10-25 % slower encoding).
 * **Timing.** Frame *i* has the timestamp ``i / fps`` exactly: the fps is kept as a fraction (e.g. 320/11
   for the original's 29.09 fps) and the stream time base is ``1 / numerator``.
 * **Audio.** The waveform handed in (normally the one the video was generated from) is cut or padded with
@@ -162,7 +164,7 @@ class VideoWriter:
     def _add_video_stream(self, crf: int, preset: str) -> Any:
         stream = self._container.add_stream("libx264", rate=self.fps)
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(int(crf)), "preset": preset}
+        stream.options = {"crf": str(int(crf)), "preset": preset, "x264-params": "cpu-independent=1"}
         stream.codec_context.thread_type = "FRAME"  # PyAV's default, slices, also follows the CPU count
         stream.codec_context.thread_count = ENCODER_THREADS
         self._time_base = Fraction(1, self.fps.numerator)
