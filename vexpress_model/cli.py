@@ -254,7 +254,11 @@ def main_distributed(args: argparse.Namespace, launch: Any) -> int:
         return EXIT_USER_ERROR if error.user_error else EXIT_FAILED
     except VExpressError as error:
         record_error_for_torchrun(error)
-        print(f"error: {name}: " + one_line(error), file=sys.stderr)
+        if getattr(error, "same_on_every_process", False):  # e.g. no CUDA: said once per machine
+            if launch.local_rank == 0:
+                print("error: " + one_line(error), file=sys.stderr)
+        else:
+            print(f"error: {name}: " + one_line(error), file=sys.stderr)
         return EXIT_USER_ERROR
     except (Terminated, KeyboardInterrupt):
         print(f"{name} stopped: torchrun ended the run (another process failed or it was interrupted); "

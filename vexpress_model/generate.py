@@ -69,6 +69,12 @@ def check_request(request: GenerationRequest, *, writes_output: bool = True) -> 
         raise InputError(f"test_stage must be stage_1, stage_2 or stage_3, got {request.test_stage!r}")
     if request.face_box is not None and not request.full_frame:
         raise InputError("--face_box chooses the face crop of --full_frame; add --full_frame or drop --face_box")
+    if request.face_box is not None:
+        from .conditioning.face_crop import check_face_box
+        from .inputs.image import image_file_size
+
+        # The image's size from its header (no decoding): a box outside the photo is refused with the flags.
+        check_face_box(request.face_box, *image_file_size(request.reference_image))
     if request.full_frame and request.compat == "original":
         raise InputError("--full_frame is an addition the original does not have; use it with --compat fixed")
     if request.full_frame:
@@ -209,9 +215,12 @@ def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> 
 def full_frame_reference(request: GenerationRequest, full: np.ndarray, paths: Any, device: Any) -> Any:
     """Full-frame mode: the face crop (``CroppedReference``) of the whole reference image ``full``."""
     from .conditioning.face_crop import crop_reference
-    from .inputs.kps import load_reference_kps
+    from .inputs.kps import check_points_in_frame, load_reference_kps
 
-    kps = load_reference_kps(request.reference_kps_path) if request.reference_kps_path is not None else None
+    kps = None
+    if request.reference_kps_path is not None:
+        kps = check_points_in_frame(load_reference_kps(request.reference_kps_path), full.shape[1], full.shape[0],
+                                    f"reference kps file {request.reference_kps_path}")
     name = f"reference image {request.reference_image}"
     if kps is not None:
         cropped = crop_reference(full, request.width, request.height, kps=kps, crop_scale=request.crop_scale,

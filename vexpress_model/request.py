@@ -169,5 +169,6 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
     except ValueError:
         values = ()
     if len(values) != 4:
-        raise InputError(f"--face_box must be four numbers x1,y1,x2,y2 (reference image pixels), got {text!r}")
+        raise InputError(f"--face_box must be four numbers x1,y1,x2,y2 (reference image pixels), got {text!r}; "
+                         "negative numbers work too (--face_box -50,-50,200,200)")
     return values  # type: ignore[return-value]
