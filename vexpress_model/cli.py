@@ -24,6 +24,7 @@ from .entry import (
     setup_logging,
     with_defaults_in_help,
 )
+from .entry import whole_number as _whole_number
 from .errors import InputError, ProcessFailedError, VExpressError
 from .options import (
     COLOR_MATCH_MODES,
@@ -32,40 +33,36 @@ from .options import (
     DTYPES,
     FACE_DETECTORS,
     MEDIAN_FILTER_MODES,
+    MIN_MAX_SIDE,
     REFERENCE_KPS_SPACES,
     RETARGET_STRATEGIES,
     TEST_STAGES,
 )
 from .outputs.paste_back import DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
 from .pipeline.distributed import DEFAULT_TIMEOUT_S
-from .validation import MAX_CRF, range_problem
+from .validation import MAX_CRF
 
 EXIT_FAILED = 1  # a process of a torchrun launch failed for another reason than a bad input
 
 
-def _whole_number(low: int, high: int | None = None, why: str = "") -> Any:
-    """An argparse type: an integer from ``low`` to ``high`` (no upper bound when None)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-        problem = range_problem(value, low, high, why)
-        if problem is not None:
-            raise argparse.ArgumentTypeError(problem)
-        return value
-
-    return parse
-
-
 def _audio_rate(text: str) -> int:
-    rate = _whole_number(1)(text)
+    try:
+        rate = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
     if rate != 16000:
         raise argparse.ArgumentTypeError(
             f"must be 16000, got {rate}: wav2vec2-base-960h was trained on 16 kHz audio (any input rate is "
             "resampled to it); leave the flag out")
     return rate
+
+
+def _max_side(text: str) -> int:
+    side = _whole_number(0)(text)
+    if 0 < side < MIN_MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"must be 0 (keep the photo's size) or at least {MIN_MAX_SIDE} pixels, "
+                                         f"got {side}")
+    return side
 
 
 def _positive_seconds(text: str) -> float:
@@ -162,8 +159,9 @@ def build_parser(*, inputs_required: bool = True, for_jobs: bool = False, prog: 
                             help="crop the face out of the reference image, generate at --image_width x "
                                  "--image_height, paste the result back; the video has the image's own size")
     full_frame.add_argument("--face_box", default="",
-                            help="x1,y1,x2,y2: crop around this face box (reference image pixels) instead of the "
-                                 "detected face")
+                            help="x1,y1,x2,y2 (reference image pixels): the face's box; the crop is planned around "
+                                 "it instead of around a face found in the whole photo, and the face's keypoints are "
+                                 "then detected inside that crop (a face must still be found there)")
     full_frame.add_argument("--crop_scale", type=float, default=DEFAULT_CROP_SCALE,
                             help=f"crop side in face sizes (default {DEFAULT_CROP_SCALE}: head and shoulders, the "
                                  "framing the model was trained on)")
@@ -175,8 +173,9 @@ def build_parser(*, inputs_required: bool = True, for_jobs: bool = False, prog: 
     full_frame.add_argument("--color_match", default=DEFAULT_COLOR_MATCH, choices=COLOR_MATCH_MODES,
                             help="match the generated face's colours to the photo: once per clip (default), per "
                                  "frame, or off")
-    full_frame.add_argument("--max_side", type=_whole_number(0), default=0,
-                            help="scale the output down so its longer side is at most this many pixels (0: keep)")
+    full_frame.add_argument("--max_side", type=_max_side, default=0,
+                            help="scale the output down so its longer side is at most this many pixels (0: keep; "
+                                 f"else at least {MIN_MAX_SIDE})")
 
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto: cuda when available)")
@@ -195,6 +194,8 @@ def build_parser(*, inputs_required: bool = True, for_jobs: bool = False, prog: 
                          help="under torchrun: seconds the processes wait for each other before giving up "
                               f"(default {DEFAULT_TIMEOUT_S:.0f})")
     runtime.add_argument("--quiet", action="store_true", help="no progress bars")
+    runtime.add_argument("--verbose", action="store_true",
+                         help="also show MediaPipe's own native log lines (TensorFlow Lite, absl), hidden by default")
     return with_defaults_in_help(parser)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from .errors import GenerationCancelled, MissingModelFilesError, VExpressError
+from .validation import range_problem
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
@@ -62,6 +63,21 @@ class CommandParser(argparse.ArgumentParser):
     def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
         argv = sys.argv[1:] if args is None else args
         return super().parse_known_args(_attach_negative_values(self, argv), namespace)
+
+
+def whole_number(low: int, high: int | None = None, why: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high`` (no upper bound when None), refused in one line."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        problem = range_problem(value, low, high, why)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    return parse
 
 
 def with_defaults_in_help(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -187,7 +187,7 @@ def _face_detector(request: GenerationRequest, paths: Any, device: Any) -> Any:
     from .inputs.face_backends import create_face_detector
 
     return create_face_detector(request.face_detector, paths.insightface_root, device=device.type,
-                                gpu_id=device.index or 0)
+                                gpu_id=device.index or 0, quiet_native_logs=request.quiet_native_logs)
 
 
 def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> np.ndarray:
