@@ -9,9 +9,11 @@ speed knobs. Bad input ends with one line on stderr and exit code 2, and leaves 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from .conditioning.face_crop import DEFAULT_CROP_SCALE
@@ -219,7 +221,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(run_generation(request_from_cli_args(args)))
 
-    return run_command(work, interrupted_message="interrupted: no video was written")
+    with _sigterm_as_interrupt():
+        return run_command(work, interrupted_message="interrupted: no video was written")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a job scheduler ending the job) handled like Ctrl-C while the command runs: the video
+    being written is discarded on the way out instead of staying behind as a hidden partial file. The previous
+    handler comes back afterwards (``main`` may be called from a program of its own)."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: signals are the host program's business
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main_distributed(args: argparse.Namespace, launch: Any) -> int:
