@@ -3,7 +3,9 @@
 Every flag of the original is accepted (docs/spec.md §4.1) with the user manual's defaults. Additions: ``--model_dir``
 (a folder in the released layout; the individual path flags still override), ``--reference_kps_path``,
 ``--compat {fixed,original}``, ``--dump_dir``, ``--crf``, ``--median_filter``, ``--no_download`` and a few
-speed knobs. Bad input ends with one line on stderr and exit code 2, and leaves no output file behind.
+speed knobs. Bad input ends with one line on stderr and exit code 2 (missing model files: a short table of them and
+the ways to get them, also exit code 2), and leaves no output file behind. Ctrl-C or SIGTERM while it runs: exit
+code 130, the video being written is discarded (an existing file under the output name is left as it was).
 """
 
 from __future__ import annotations
