@@ -19,8 +19,7 @@ from tests.torchrun import torchrun
 from vexpress_model.cli import main
 from vexpress_model.errors import DistributedSetupError
 from vexpress_model.pipeline.distributed import Launch, process_device, torchrun_launch
-from vexpress_model.pipeline.sharding import decode_rounds, rank_frames, shard_windows
-from vexpress_model.pipeline.timing import context_windows
+from vexpress_model.pipeline.windows import context_windows, decode_rounds, rank_frames, shard_windows
 
 FAULTS = Path(__file__).with_name("distributed_faults.py")
 

@@ -24,7 +24,7 @@ import numpy as np
 from .errors import InputError, ModelFolderError
 from .models.paths import VEXPRESS_FILES
 from .options import CROP_BORDER_MODES, STRATEGIES_WITH_DRIVING_KPS, TEST_STAGES, check_choice
-from .pipeline.timing import check_frame_settings
+from .pipeline.windows import check_frame_settings
 from .request import GenerationRequest, request_from_cli_args
 from .validation import require_file, require_finite, require_inference_steps
 
@@ -357,7 +357,7 @@ def prepare_inputs(request: GenerationRequest, *, main: bool = True) -> Prepared
     need them (face detection). ``main`` False: a process that does not write (see :func:`check_request`)."""
     from .inputs.audio import decode_audio, to_mono_16k
     from .inputs.image import load_reference_image
-    from .pipeline.timing import plan_frames
+    from .pipeline.windows import plan_frames
 
     check_request(request, writes_output=main)
     # The input files are read and the frames planned before the device is chosen and the model folder looked at
@@ -420,11 +420,10 @@ def run_generation(
     """
     import torch
 
+    from .conditioning.audio_features import Waveform16k
     from .conditioning.kps_images import draw_kps_images, kps_image_source
     from .outputs.median_filter import median_filter_enabled, median_filtered_chunks
     from .outputs.video import VideoWriter
-    from .pipeline.audio_input import Waveform16k
-    from .pipeline.gather import decode_gathered
     from .pipeline.hooks import Hooks, SamplingSettings
     from .pipeline.sampler import VExpressPipeline
 
@@ -460,19 +459,7 @@ def run_generation(
     hooks = Hooks(progress=progress, dump=dump)
     audio = Waveform16k(inputs.waveform_16k)
     try:
-        if distributed is None:
-            frames = pipeline.generate(inputs.reference_image, kps_images, audio, plan, settings, hooks)
-        else:
-            # Every process computes the reference pass, the kps features and the audio tokens itself rather than
-            # receiving them from rank 0: they cost less than one denoising step (benchmarks/bench_distributed.py,
-            # "prep"), every process needs them at once, and a broadcast of the reference bank and kps features
-            # would move hundreds of MB per clip while the others wait. The initial noise comes from the seed on
-            # every process. Identical inputs, code and device type give identical values.
-            reference = pipeline.encode_reference(inputs.reference_image, hooks)
-            kps = pipeline.encode_kps(kps_images, plan.num_frames, hooks)
-            tokens = pipeline.encode_audio(audio, plan.num_frames, hooks)
-            latents = pipeline.sample(reference, kps, tokens, plan.windows, settings, hooks)
-            frames = decode_gathered(pipeline, latents, distributed.group, hooks=hooks)
+        frames = pipeline.generate(inputs.reference_image, kps_images, audio, plan, settings, hooks)
         if median_filter_enabled(request.median_filter, request.compat):
             frames = median_filtered_chunks(frames)
         frames = _counted(frames, plan.num_frames, request.show_progress and main, close_bar)
