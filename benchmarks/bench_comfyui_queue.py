@@ -54,7 +54,7 @@ def run_round(server, number: int) -> list[comfy_queue.Finished]:
 
 
 def after_free(server) -> comfy_queue.Finished:
-    comfy_server.api.post_json(server.url, "/free", {"unload_models": True, "free_memory": True})
+    comfy_queue.free_and_settle(server)
     name = "after_free"
     entry, _ = server.run(comfy_queue.make_graph(comfy_queue.FIX_FACE, name, seed=99))
     log = server.log_text()

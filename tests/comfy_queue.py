@@ -238,3 +238,12 @@ class QueueWatcher:
                 outcome, seconds = outcome_of(history[prompt_id])
                 self.finished.append(Finished(name, outcome, seconds, rss, log.count(LOADED_LINE),
                                               log.count(REQUESTED_LINE)))
+
+
+def free_and_settle(server) -> None:
+    """``POST /free`` (unload the models and drop ComfyUI's cache), then one core-only prompt: ComfyUI reads these
+    flags only between prompts (or while idle), so a prompt queued right after the request could still run on the
+    old cache; after this one they have surely been applied."""
+    api.post_json(server.url, "/free", {"unload_models": True, "free_memory": True})
+    server.run({"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
+                "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}})

@@ -40,6 +40,7 @@ from tests.comfy_queue import (
     QueueWatcher,
     audio_frames,
     decoded_video,
+    free_and_settle,
     make_graph,
     make_inputs,
     mixed_queue,
@@ -125,7 +126,7 @@ def test_a_queue_of_mixed_prompts_from_two_clients(server, tmp_path):
     # The networks were loaded once for the whole queue (the loader node ran once, from then on its output came
     # from ComfyUI's cache), and again after POST /free.
     assert server.log_text().count(LOADED_LINE) == 1
-    api.post_json(server.url, "/free", {"unload_models": True, "free_memory": True})
+    free_and_settle(server)
     server.run(make_graph(FIX_FACE, "after_free", seed=99))
     assert server.log_text().count(LOADED_LINE) == 2
 
