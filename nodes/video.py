@@ -1,11 +1,19 @@
 """``VExpressSaveVideo``: IMAGE frames + AUDIO + fps -> an H.264 + AAC MP4 in ComfyUI's output folder; with a
 photo and FaceCrop's crop it pastes the face frames back into the photo chunk by chunk as it writes (the
-library's ``paste_back_chunks``), so full frames never pile up in memory."""
+library's ``paste_back_chunks``), so full frames never pile up in memory.
+
+Cancel (POST /interrupt) is honoured between chunks: the writer then discards its hidden partial file, so a
+cancelled prompt leaves nothing in ``output/``. A server killed while encoding leaves its hidden partial file
+behind; the next save under the same prefix removes such leftovers (:func:`remove_stale_partials`).
+"""
 
 from __future__ import annotations
 
+import glob
 import json
+import logging
 import os
+from pathlib import Path
 
 from ..vexpress_model.errors import InputError
 from . import _comfy, _types, _widgets
@@ -15,6 +23,30 @@ from .full_frame import PASTE_CHUNK_FRAMES, make_paster
 
 CATEGORY = "V-Express/video"
 ENCODE_CHUNK_FRAMES = 32
+
+logger = logging.getLogger("vexpress.nodes.video")
+
+
+def remove_stale_partials(folder: str | os.PathLike, filename: str) -> list[Path]:
+    """Remove the hidden partial files (``files.partial_path``) of saves named ``<filename>_...`` in ``folder``
+    that were last written before this process started: a server runs one prompt at a time, so such a file
+    belongs to a server that was killed while encoding (a live writer keeps its file's time current). Returns
+    the removed paths."""
+    import psutil  # one of ComfyUI's own requirements
+
+    started = psutil.Process().create_time()
+    removed = []
+    for path in Path(folder).glob(f".{glob.escape(filename)}_*.partial*"):
+        try:
+            if path.is_file() and path.stat().st_mtime < started:
+                path.unlink()
+                removed.append(path)
+        except OSError as exc:  # gone already, or a folder that refuses it: the save itself goes on
+            logger.debug("could not remove %s: %s", path, exc)
+    if removed:
+        logger.info("V-Express: removed %d partial file(s) left by an interrupted server: %s", len(removed),
+                    ", ".join(p.name for p in removed))
+    return removed
 
 
 class VExpressSaveVideo(io.ComfyNode):
@@ -60,6 +92,7 @@ class VExpressSaveVideo(io.ComfyNode):
         )
         file = f"{filename}_{counter:05}_.mp4"
         path = os.path.join(full_folder, file)
+        remove_stale_partials(full_folder, filename)
 
         sound = None
         if audio is not None:
@@ -72,7 +105,7 @@ class VExpressSaveVideo(io.ComfyNode):
 
         # Pasted chunk by chunk as the writer asks for frames: one chunk of full frames in memory at a time.
         chunks = frames() if paster is None else paste_back_chunks(frames(), paster, PASTE_CHUNK_FRAMES)
-        write_video(path, chunks, fps=float(fps), audio=sound, crf=int(crf), metadata=cls._metadata())
+        write_video(path, _cancellable(chunks), fps=float(fps), audio=sound, crf=int(crf), metadata=cls._metadata())
         video = _comfy.InputImpl.VideoFromFile(path)
         return io.NodeOutput(video, ui=ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]))
 
@@ -89,6 +122,16 @@ class VExpressSaveVideo(io.ComfyNode):
         if cls.hidden.prompt is not None:
             metadata["prompt"] = json.dumps(cls.hidden.prompt)
         return metadata
+
+
+def _cancellable(chunks):
+    """``chunks``, checking for Cancel before each one: the writer aborts (and deletes its partial file) on it."""
+    from .progress import cancel_check
+
+    check = cancel_check()
+    for chunk in chunks:
+        check()
+        yield chunk
 
 
 NODES = [VExpressSaveVideo]

@@ -62,10 +62,11 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(base: Path, model_folder: Path, how_to: str, model_names: tuple[str, ...] = ("tiny",)
-                   ) -> Iterator[Server]:
+def running_server(base: Path, model_folder: Path, how_to: str, model_names: tuple[str, ...] = ("tiny",),
+                   *, restart: bool = False) -> Iterator[Server]:
     """Start ComfyUI in ``base`` with the pack and ``model_folder`` as ``models/vexpress/<name>`` for each of
-    ``model_names``; stop it after."""
+    ``model_names``; stop it after. ``restart``: ``base`` was set up by an earlier server; start on it as it is
+    (output/ and all), as a server restarted after a crash does."""
     comfy_path = os.environ.get("COMFYUI_PATH")
     python = os.environ.get("COMFYUI_PYTHON")
     if not comfy_path or not python:
@@ -76,19 +77,22 @@ def running_server(base: Path, model_folder: Path, how_to: str, model_names: tup
 
     from tests.fake_detector import write_fake_buffalo_l
 
-    (base / "custom_nodes").mkdir(parents=True)
-    (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
-    for name in model_names:
-        shutil.copytree(model_folder, base / "models" / "vexpress" / name)
-    write_fake_buffalo_l(base / "models" / "insightface")
-    shutil.copytree(REPO / "example_workflows" / "input", base / "input")
+    if not restart:
+        (base / "custom_nodes").mkdir(parents=True)
+        (base / "custom_nodes" / PACK_FOLDER).symlink_to(REPO, target_is_directory=True)
+        for name in model_names:
+            shutil.copytree(model_folder, base / "models" / "vexpress" / name)
+        write_fake_buffalo_l(base / "models" / "insightface")
+        shutil.copytree(REPO / "example_workflows" / "input", base / "input")
+        (base / "user").mkdir()
     port = _free_port()
     log = base / "comfyui.log"
+    if restart and log.exists():  # keep the earlier server's log beside the new one
+        log.replace(log.with_name(f"comfyui.{int(time.time() * 1000)}.log"))
     # The database too goes under base: its default lies inside the checkout, which must stay untouched.
     command = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
                str(base), "--database-url", f"sqlite:///{base / 'user' / 'comfyui.db'}", "--disable-auto-launch",
                "--disable-api-nodes"]
-    (base / "user").mkdir()
     started = time.monotonic()
     with open(log, "wb") as handle:
         process = subprocess.Popen(command, cwd=comfy_path, stdout=handle, stderr=subprocess.STDOUT,
