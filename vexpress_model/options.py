@@ -65,3 +65,20 @@ def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
 def check_compat(compat: str) -> Compat:
     """``compat`` if it is "fixed" or "original", else an InputError."""
     return check_choice(compat, COMPAT_MODES, "compat")  # type: ignore[return-value]
+
+
+SCHEDULERS: tuple[str, ...] = ("ddim", "dpmpp_2m", "unipc", "euler")
+"""The sampler's solver (docs/speed.md): ``ddim`` is the original's (the exact path); the others are diffusers'
+DPM-Solver++ (2M), UniPC and Euler, built from the same noise schedule."""
+
+SPEED_PRESETS: tuple[str, ...] = ("exact", "balanced", "fast")
+"""``--speed``: one word for solver, steps, feature caching and guidance cut-off (pipeline/speed.py)."""
+
+
+def check_scheduler_compat(scheduler: str, compat: str, flags: bool = True) -> None:
+    """``compat="original"`` reproduces the original's DDIM loop only: any other solver is an InputError."""
+    if compat == "original" and scheduler != "ddim":
+        names = ("--compat original", f"--scheduler {scheduler}") if flags else \
+            ("compat 'original'", f"scheduler {scheduler!r}")
+        raise InputError(f"{names[0]} reproduces the original's DDIM sampler and cannot use {names[1]}; "
+                         "drop one of them")

@@ -47,15 +47,17 @@ from torch import nn
 from ..conditioning.audio_features import DEFAULT_CHUNK_SECONDS, audio_windows, wav2vec2_features
 from ..conditioning.kps_images import KpsImageSource
 from ..errors import InputError
-from ..options import Compat, check_compat
+from ..options import Compat, check_compat, check_scheduler_compat
 from .audio_input import AudioInput, AudioTokens, AudioWindows, Wav2Vec2Features, Waveform16k, as_audio_input
-from .denoise import DDIM_CONFIG, UNetLike, UNetRunner, WindowDenoiser, WindowPlan, check_windows
+from .denoise import UNetLike, UNetRunner, WindowDenoiser, WindowPlan, check_windows
 from .device_placement import ModulePlacement, Placement, module_device
 from .hooks import Hooks, SamplingSettings
 from .images import all_frames_equal, as_uint8_frames, frames_to_uint8, reference_image_tensor
 from .kps_features import KpsFeatures
 from .memory_policy import DEVICE_CONDITION_BUDGET_BYTES, MemoryPolicy, balanced_batches
+from .schedulers import make_scheduler
 from .sharding import local_windows
+from .speed import cache_bytes, open_feature_cache
 from .timing import FramePlan, frame_window_counts
 
 logger = logging.getLogger("vexpress.pipeline")
@@ -351,11 +353,9 @@ class VExpressPipeline:
         if settings.num_inference_steps < 1:
             raise InputError(f"num_inference_steps must be at least 1, got {settings.num_inference_steps}")
 
-        from diffusers import DDIMScheduler
-
+        check_scheduler_compat(settings.scheduler, self.compat, flags=False)
         # A scheduler per call: set_timesteps mutates it, and the pipeline object may be shared (ComfyUI).
-        scheduler = DDIMScheduler(**DDIM_CONFIG)
-        scheduler.set_timesteps(settings.num_inference_steps)
+        scheduler = make_scheduler(settings.scheduler, settings.num_inference_steps)
         cfg = settings.guidance_scale > 1.0
         h, w = kps.features.shape[-2:]
         if tuple(reference.latent.shape[-2:]) != (h, w):
@@ -374,12 +374,18 @@ class VExpressPipeline:
         counts = torch.tensor(frame_window_counts(num_frames, windows), device=self.device)
         audio_tokens = audio_tokens.to(self.device, self.dtype)
         window_bytes = self.memory.window_bytes(frames_per_window, cfg, h * w, kps.channels)
+        local = self._local_windows(windows)
+        # DeepCache features of this process's windows: counted with the activations where they stay on the device.
+        unet: UNetLike = self.models.denoising_unet
+        feature_bytes = cache_bytes(unet, settings, len(local) * frames_per_window, cfg, (h, w))
+        feature_cache = open_feature_cache(unet, settings, feature_bytes, self.device, self.offload)
+        device_cache_bytes = feature_bytes if feature_cache is not None and feature_cache.device is None else 0
         # Recomputed kps features need the guider beside the UNet.
         roles = ("denoising_unet",) if kps.compute is None else ("denoising_unet", "kps_guider")
-        with self._stage("denoise", roles, activation_bytes=window_bytes):
+        with self._stage("denoise", roles, activation_bytes=window_bytes + device_cache_bytes):
             # Sized once the UNet is in place, so that free device memory is measured with its weights loaded.
-            per_batch = self.memory.windows_per_call(frames_per_window, cfg, h * w, kps.channels)
-            local = self._local_windows(windows)
+            per_batch = self.memory.windows_per_call(frames_per_window, cfg, h * w, kps.channels,
+                                                     reserved_bytes=device_cache_bytes)
             plan = WindowPlan(
                 batches=balanced_batches(local, per_batch), counts=counts.view(1, 1, num_frames, 1, 1), cfg=cfg
             )
@@ -389,7 +395,6 @@ class VExpressPipeline:
                 "s"[: len(plan.batches) != 1], settings.num_inference_steps, "s"[: settings.num_inference_steps != 1],
                 "on" if cfg else "off",
             )
-            unet: UNetLike = self.models.denoising_unet
             previous_fast = unet.fast_paths
             unet.fast_paths = self.fast_paths
             try:
@@ -397,8 +402,10 @@ class VExpressPipeline:
                     {key: value.to(self.device, self.dtype) for key, value in reference.bank.items()}
                 )
                 denoiser = WindowDenoiser(self.unet_runner, self.device, self.dtype, self.compat, settings, hooks,
-                                          self.stats, self.process_group)
+                                          self.stats, self.process_group, feature_cache)
                 latents = denoiser.run(latents, scheduler, plan, context, kps, audio_tokens)
+                if feature_cache is not None:
+                    self.stats["feature_cache_bytes"] = feature_cache.nbytes
             finally:
                 unet.fast_paths = previous_fast
         hooks.emit("latents_final", latents)

@@ -1,0 +1,132 @@
+"""The fast modes around the sampler (docs/speed.md): the ``--speed`` presets, which steps guide and which run the
+whole UNet, and where the DeepCache features live.
+
+Each mode is off by default and the defaults are the exact path (the original's DDIM, 25 steps, guidance on every
+step, the whole UNet every step):
+
+* solver: ``pipeline.schedulers`` (DPM-Solver++ / UniPC / Euler over the same noise schedule);
+* DeepCache (``models.deep_cache``): ``cache_interval`` N -- steps 0, N, 2N, ... run the whole UNet and store the
+  deep features per window; the N - 1 steps after each run only the shallow branch ``cache_branch``;
+* guidance cut-off: the first ``cfg_end`` of the steps use classifier-free guidance, the rest run the conditional
+  branch only (one UNet item per window instead of two).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..models.deep_cache import CacheStep, FeatureCache
+from ..options import SPEED_PRESETS, check_choice
+from .hooks import SamplingSettings
+
+logger = logging.getLogger("vexpress.pipeline")
+
+# Cached deep features up to this size stay on the compute device; larger ones (long clips) live in host memory and
+# travel per UNet call, up to the host size; past that caching is turned off (a warning says so). Offloading keeps
+# them in host memory whatever their size.
+DEVICE_CACHE_BUDGET_BYTES = 1 << 30
+HOST_CACHE_BUDGET_BYTES = 8 << 30
+
+
+@dataclass(frozen=True)
+class SpeedPreset:
+    """What one ``--speed`` word sets."""
+
+    scheduler: str
+    num_inference_steps: int
+    cache_interval: int
+    cfg_end: float
+
+
+# Chosen from benchmarks/bench_speed_modes.py (docs/speed.md has the table) inside what published results support:
+# at least 12 solver steps (DPM-Solver++ and UniPC reach DDIM-25/50 quality at 10-20), a cache interval of at most 3
+# (DeepCache's and LatentSync's setting), guidance over at least the first 60 % of the steps.
+PRESETS: dict[str, SpeedPreset] = {
+    "exact": SpeedPreset("ddim", 25, 1, 1.0),
+    "balanced": SpeedPreset("dpmpp_2m", 16, 2, 0.8),
+    "fast": SpeedPreset("dpmpp_2m", 12, 3, 0.6),
+}
+DEFAULT_CACHE_BRANCH = 0
+
+
+def speed_values(
+    speed: str = "exact",
+    *,
+    num_inference_steps: int | None = None,
+    scheduler: str | None = None,
+    cache_interval: int | None = None,
+    cache_branch: int | None = None,
+    cfg_end: float | None = None,
+) -> dict[str, Any]:
+    """The five sampling values of preset ``speed``, each replaced by the explicit value where one is given (None:
+    the preset's). Keys as :class:`~vexpress_model.pipeline.hooks.SamplingSettings` fields."""
+    preset = PRESETS[check_choice(speed, SPEED_PRESETS, "speed")]
+    explicit = {"num_inference_steps": num_inference_steps, "scheduler": scheduler, "cache_interval": cache_interval,
+                "cache_branch": cache_branch, "cfg_end": cfg_end}
+    values: dict[str, Any] = {"num_inference_steps": preset.num_inference_steps, "scheduler": preset.scheduler,
+                              "cache_interval": preset.cache_interval, "cache_branch": DEFAULT_CACHE_BRANCH,
+                              "cfg_end": preset.cfg_end}
+    values.update({key: value for key, value in explicit.items() if value is not None})
+    return values
+
+
+def guided(settings: SamplingSettings, step_index: int) -> bool:
+    """Whether step ``step_index`` uses classifier-free guidance (before the ``cfg_end`` cut-off)."""
+    return step_index < settings.guided_steps
+
+
+def full_step(settings: SamplingSettings, step_index: int) -> bool:
+    """Whether step ``step_index`` runs the whole UNet (and refreshes the cache): every ``cache_interval``-th."""
+    return step_index % settings.cache_interval == 0
+
+
+def cache_bytes(unet: Any, settings: SamplingSettings, frames: int, cfg: bool, latent_hw: tuple[int, int]) -> int:
+    """Bytes of the DeepCache features of ``frames`` frames (over this process's windows), both CFG branches when
+    ``cfg``; 0 with caching off."""
+    if settings.cache_interval <= 1:
+        return 0
+    per_frame = unet.cached_feature_bytes(settings.cache_branch, latent_hw)
+    return per_frame * frames * (2 if cfg else 1)
+
+
+def cache_device(num_bytes: int, device: torch.device, offload: bool) -> torch.device | None:
+    """Where DeepCache features of ``num_bytes`` live: the compute device (None: where computed), else the host;
+    raises nothing -- :func:`open_feature_cache` decides whether caching happens at all."""
+    if not offload and num_bytes <= DEVICE_CACHE_BUDGET_BYTES:
+        return None
+    return torch.device("cpu") if device.type != "cpu" else None
+
+
+def open_feature_cache(unet: Any, settings: SamplingSettings, num_bytes: int, device: torch.device,
+                       offload: bool) -> FeatureCache | None:
+    """The run's DeepCache store, or None when caching is off (``cache_interval`` 1, or more bytes than
+    :data:`HOST_CACHE_BUDGET_BYTES`: a warning says so and the run takes the whole UNet every step)."""
+    if settings.cache_interval <= 1:
+        return None
+    if not getattr(unet, "cached_feature_bytes", None):
+        from ..errors import InputError
+
+        raise InputError("cache_interval > 1 needs the V-Express denoising UNet (this UNet has no feature cache)")
+    branches = int(unet.cache_branches)
+    if settings.cache_branch >= branches:
+        from ..errors import InputError
+
+        raise InputError(f"cache_branch must be between 0 and {branches - 1} for this UNet, "
+                         f"got {settings.cache_branch}")
+    if num_bytes > HOST_CACHE_BUDGET_BYTES:
+        logger.warning("feature caching is off for this clip: it would keep %.1f GB of features (more than %.0f GB); "
+                       "use a deeper cache_branch or a shorter clip", num_bytes / 1e9, HOST_CACHE_BUDGET_BYTES / 1e9)
+        return None
+    return FeatureCache(settings.cache_branch, cache_device(num_bytes, device, offload))
+
+
+def cache_step(cache: FeatureCache | None, settings: SamplingSettings, step_index: int,
+               keys: tuple[Any, ...]) -> CacheStep | None:
+    """What a UNet call of step ``step_index`` does with ``cache`` for the items ``keys`` (None: no caching)."""
+    if cache is None:
+        return None
+    return CacheStep(cache, keys, reuse=not full_step(settings, step_index))
