@@ -75,10 +75,11 @@ SPEED_PRESETS: tuple[str, ...] = ("exact", "balanced", "fast")
 """``--speed``: one word for solver, steps, feature caching and guidance cut-off (pipeline/speed.py)."""
 
 
-def check_scheduler_compat(scheduler: str, compat: str, flags: bool = True) -> None:
-    """``compat="original"`` reproduces the original's DDIM loop only: any other solver is an InputError."""
+def check_scheduler_compat(scheduler: str, compat: str, chosen_by: str | None = None,
+                           compat_name: str = "compat 'original'") -> None:
+    """``compat="original"`` reproduces the original's DDIM loop only: any other solver is an InputError naming
+    ``compat_name`` and ``chosen_by`` (what picked the solver; default: the scheduler's name)."""
     if compat == "original" and scheduler != "ddim":
-        names = ("--compat original", f"--scheduler {scheduler}") if flags else \
-            ("compat 'original'", f"scheduler {scheduler!r}")
-        raise InputError(f"{names[0]} reproduces the original's DDIM sampler and cannot use {names[1]}; "
-                         "drop one of them")
+        chosen_by = chosen_by or f"scheduler {scheduler!r}"
+        raise InputError(f"{compat_name} reproduces the original's DDIM sampler and cannot be combined with "
+                         f"{chosen_by}; drop one of them")

@@ -353,7 +353,7 @@ class VExpressPipeline:
         if settings.num_inference_steps < 1:
             raise InputError(f"num_inference_steps must be at least 1, got {settings.num_inference_steps}")
 
-        check_scheduler_compat(settings.scheduler, self.compat, flags=False)
+        check_scheduler_compat(settings.scheduler, self.compat)
         # A scheduler per call: set_timesteps mutates it, and the pipeline object may be shared (ComfyUI).
         scheduler = make_scheduler(settings.scheduler, settings.num_inference_steps)
         cfg = settings.guidance_scale > 1.0

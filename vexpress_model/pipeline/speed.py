@@ -1,5 +1,5 @@
-"""The fast modes around the sampler (docs/speed.md): the ``--speed`` presets, which steps guide and which run the
-whole UNet, and where the DeepCache features live.
+"""The fast modes around the sampler (docs/speed.md): which steps guide and which run the whole UNet, and where the
+DeepCache features live (the ``--speed`` presets: ``speed_presets``).
 
 Each mode is off by default and the defaults are the exact path (the original's DDIM, 25 steps, guidance on every
 step, the whole UNet every step):
@@ -14,13 +14,11 @@ step, the whole UNet every step):
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..models.deep_cache import CacheStep, FeatureCache
-from ..options import SPEED_PRESETS, check_choice
 from .hooks import SamplingSettings
 
 logger = logging.getLogger("vexpress.pipeline")
@@ -30,48 +28,6 @@ logger = logging.getLogger("vexpress.pipeline")
 # them in host memory whatever their size.
 DEVICE_CACHE_BUDGET_BYTES = 1 << 30
 HOST_CACHE_BUDGET_BYTES = 8 << 30
-
-
-@dataclass(frozen=True)
-class SpeedPreset:
-    """What one ``--speed`` word sets."""
-
-    scheduler: str
-    num_inference_steps: int
-    cache_interval: int
-    cfg_end: float
-
-
-# Chosen from benchmarks/bench_speed_modes.py (docs/speed.md has the table) inside what published results support:
-# at least 12 solver steps (DPM-Solver++ and UniPC reach DDIM-25/50 quality at 10-20), a cache interval of at most 3
-# (DeepCache's and LatentSync's setting), guidance over at least the first 60 % of the steps.
-PRESETS: dict[str, SpeedPreset] = {
-    "exact": SpeedPreset("ddim", 25, 1, 1.0),
-    "balanced": SpeedPreset("dpmpp_2m", 16, 2, 0.8),
-    "fast": SpeedPreset("dpmpp_2m", 12, 3, 0.6),
-}
-DEFAULT_CACHE_BRANCH = 0
-
-
-def speed_values(
-    speed: str = "exact",
-    *,
-    num_inference_steps: int | None = None,
-    scheduler: str | None = None,
-    cache_interval: int | None = None,
-    cache_branch: int | None = None,
-    cfg_end: float | None = None,
-) -> dict[str, Any]:
-    """The five sampling values of preset ``speed``, each replaced by the explicit value where one is given (None:
-    the preset's). Keys as :class:`~vexpress_model.pipeline.hooks.SamplingSettings` fields."""
-    preset = PRESETS[check_choice(speed, SPEED_PRESETS, "speed")]
-    explicit = {"num_inference_steps": num_inference_steps, "scheduler": scheduler, "cache_interval": cache_interval,
-                "cache_branch": cache_branch, "cfg_end": cfg_end}
-    values: dict[str, Any] = {"num_inference_steps": preset.num_inference_steps, "scheduler": preset.scheduler,
-                              "cache_interval": preset.cache_interval, "cache_branch": DEFAULT_CACHE_BRANCH,
-                              "cfg_end": preset.cfg_end}
-    values.update({key: value for key, value in explicit.items() if value is not None})
-    return values
 
 
 def guided(settings: SamplingSettings, step_index: int) -> bool:
