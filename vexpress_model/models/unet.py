@@ -334,6 +334,8 @@ class DenoisingUNet(_UNetSkeleton):
                     channels = resnet.out_channels
             if block.downsamplers is not None:
                 index += 1
+                if index == skip:
+                    channels = block.resnets[-1].out_channels
                 if index <= skip:
                     h, w = (h + 1) // 2, (w + 1) // 2  # a stride-2 conv with padding 1
         up_resnets = [r for block in self.up_blocks for r in block.resnets]

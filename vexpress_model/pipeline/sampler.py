@@ -57,7 +57,7 @@ from .kps_features import KpsFeatures
 from .memory_policy import DEVICE_CONDITION_BUDGET_BYTES, MemoryPolicy, balanced_batches
 from .schedulers import make_scheduler
 from .sharding import local_windows
-from .speed import cache_bytes, open_feature_cache
+from .speed import cache_bytes, cache_on_device, open_feature_cache
 from .timing import FramePlan, frame_window_counts
 
 logger = logging.getLogger("vexpress.pipeline")
@@ -379,7 +379,8 @@ class VExpressPipeline:
         unet: UNetLike = self.models.denoising_unet
         feature_bytes = cache_bytes(unet, settings, len(local) * frames_per_window, cfg, (h, w))
         feature_cache = open_feature_cache(unet, settings, feature_bytes, self.device, self.offload)
-        device_cache_bytes = feature_bytes if feature_cache is not None and feature_cache.device is None else 0
+        on_device = feature_cache is not None and cache_on_device(feature_bytes, self.offload)
+        device_cache_bytes = feature_bytes if on_device else 0
         # Recomputed kps features need the guider beside the UNet.
         roles = ("denoising_unet",) if kps.compute is None else ("denoising_unet", "kps_guider")
         with self._stage("denoise", roles, activation_bytes=window_bytes + device_cache_bytes):

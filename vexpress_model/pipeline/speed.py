@@ -49,12 +49,10 @@ def cache_bytes(unet: Any, settings: SamplingSettings, frames: int, cfg: bool, l
     return per_frame * frames * (2 if cfg else 1)
 
 
-def cache_device(num_bytes: int, device: torch.device, offload: bool) -> torch.device | None:
-    """Where DeepCache features of ``num_bytes`` live: the compute device (None: where computed), else the host;
-    raises nothing -- :func:`open_feature_cache` decides whether caching happens at all."""
-    if not offload and num_bytes <= DEVICE_CACHE_BUDGET_BYTES:
-        return None
-    return torch.device("cpu") if device.type != "cpu" else None
+def cache_on_device(num_bytes: int, offload: bool) -> bool:
+    """Whether DeepCache features of ``num_bytes`` stay on the compute device (then the memory policy counts them
+    with the denoising stage's activations); else they live in host memory and travel per UNet call."""
+    return not offload and num_bytes <= DEVICE_CACHE_BUDGET_BYTES
 
 
 def open_feature_cache(unet: Any, settings: SamplingSettings, num_bytes: int, device: torch.device,
@@ -77,7 +75,8 @@ def open_feature_cache(unet: Any, settings: SamplingSettings, num_bytes: int, de
         logger.warning("feature caching is off for this clip: it would keep %.1f GB of features (more than %.0f GB); "
                        "use a deeper cache_branch or a shorter clip", num_bytes / 1e9, HOST_CACHE_BUDGET_BYTES / 1e9)
         return None
-    return FeatureCache(settings.cache_branch, cache_device(num_bytes, device, offload))
+    host = not cache_on_device(num_bytes, offload) and device.type != "cpu"
+    return FeatureCache(settings.cache_branch, torch.device("cpu") if host else None)
 
 
 def cache_step(cache: FeatureCache | None, settings: SamplingSettings, step_index: int,
