@@ -26,25 +26,28 @@ from vexpress_model.testing.short_clip import CONTEXT_FRAMES, NUM_FRAMES, load_t
 # ---------------------------------------------------------------------------------------------- bad values
 
 
-@pytest.mark.parametrize("changes,says", [
-    ({"--cache_interval": "0"}, "error: argument --cache_interval: must be at least 1 (1 = the whole UNet every "
-                                "step), got 0"),
-    ({"--cache_branch": "-1"}, "error: argument --cache_branch: must be at least 0, got -1"),
-    ({"--cfg_end": "1.5"}, "error: argument --cfg_end: must be greater than 0 and at most 1 (a fraction of the "
-                           "steps), got 1.5"),
-    ({"--cfg_end": "nan"}, "error: argument --cfg_end: must be greater than 0 and at most 1"),
-    ({"--scheduler": "dpm"}, "error: argument --scheduler: invalid choice: 'dpm'"),
-    ({"--speed": "turbo"}, "error: argument --speed: invalid choice: 'turbo'"),
-    ({"--compat": "original", "--scheduler": "unipc"},
-     "error: --compat original reproduces the original's DDIM sampler and cannot be combined with --scheduler "
-     "unipc; drop one of them"),
-    ({"--compat": "original", "--speed": "fast"},
-     "error: --compat original reproduces the original's DDIM sampler and cannot be combined with --speed fast; "
-     "drop one of them"),
+@pytest.mark.parametrize("flag,value,says", [
+    ("--cache_interval", "0", "argument --cache_interval: must be at least 1 (1 = the whole UNet every step), got 0"),
+    ("--cache_branch", "-1", "argument --cache_branch: must be at least 0, got -1"),
+    ("--cfg_end", "1.5", "argument --cfg_end: must be greater than 0 and at most 1 (a fraction of the steps), got 1.5"),
+    ("--cfg_end", "nan", "argument --cfg_end: must be greater than 0 and at most 1"),
+    ("--scheduler", "dpm", "argument --scheduler: invalid choice: 'dpm'"),
+    ("--speed", "turbo", "argument --speed: invalid choice: 'turbo'"),
 ])
-def test_bad_fast_mode_flags_are_one_line_with_exit_2(good_args, capsys, changes, says):  # noqa: F811
-    message = run_bad(good_args, capsys, **changes)
-    assert message.startswith(says), message
+def test_bad_fast_mode_flags_are_one_line_with_exit_2(good_args, capsys, flag, value, says):  # noqa: F811
+    argv = [part for key, item in {**good_args, flag: value}.items() for part in ((key, item) if item else (key,))]
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {says}") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("chosen", [("--scheduler", "unipc"), ("--speed", "fast")])
+def test_compat_original_with_another_solver_names_both_flags(good_args, capsys, chosen):  # noqa: F811
+    message = run_bad(good_args, capsys, **{"--compat": "original", chosen[0]: chosen[1]})
+    assert message == (f"error: --compat original reproduces the original's DDIM sampler and cannot be combined "
+                       f"with {chosen[0]} {chosen[1]}; drop one of them")
 
 
 def test_compat_original_with_speed_and_an_explicit_ddim_runs_the_checks_through():
