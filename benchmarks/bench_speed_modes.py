@@ -51,7 +51,7 @@ def worker(args: argparse.Namespace) -> dict:
 
     from vexpress_model.pipeline.hooks import SamplingSettings
     from vexpress_model.pipeline.sampler import VExpressPipeline
-    from vexpress_model.pipeline.timing import plan_frames
+    from vexpress_model.pipeline.windows import plan_frames
 
     torch.set_num_threads(args.threads)
     size = SIZES[args.size]

@@ -13,7 +13,7 @@ from ..vexpress_model.options import (
     SCHEDULERS,
     SPEED_PRESETS,
 )
-from ..vexpress_model.pipeline.timing import MAX_CONTEXT_FRAMES
+from ..vexpress_model.pipeline.windows import MAX_CONTEXT_FRAMES
 from ._comfy import io
 
 

@@ -55,16 +55,16 @@ class VExpressSampler(io.ComfyNode):
                 cfg_end: float = 0.0) -> io.NodeOutput:
         import torch
 
+        from ..vexpress_model.conditioning.audio_features import Wav2Vec2Features
         from ..vexpress_model.conditioning.kps_images import kps_image_source
         from ..vexpress_model.conditioning.kps_sequence import kps_for_frames
         from ..vexpress_model.inputs.image import load_reference_image
         from ..vexpress_model.options import check_scheduler_compat
         from ..vexpress_model.outputs.median_filter import median_filter_enabled, median_filtered_chunks
-        from ..vexpress_model.pipeline.audio_input import Wav2Vec2Features
         from ..vexpress_model.pipeline.hooks import Hooks, SamplingSettings
         from ..vexpress_model.pipeline.sampler import VExpressPipeline
         from ..vexpress_model.pipeline.speed_presets import speed_values
-        from ..vexpress_model.pipeline.timing import FramePlan, context_windows
+        from ..vexpress_model.pipeline.windows import FramePlan, context_windows
         from .memory_management import ComfyPlacement, compute_device
         from .progress import cancel_check, progress_reporter, stage_progress
 

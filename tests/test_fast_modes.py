@@ -19,7 +19,7 @@ from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
 from vexpress_model.pipeline.sampler import VExpressPipeline
 from vexpress_model.pipeline.schedulers import make_scheduler
 from vexpress_model.pipeline.speed_presets import PRESETS, speed_values
-from vexpress_model.pipeline.timing import context_windows
+from vexpress_model.pipeline.windows import context_windows
 from vexpress_model.testing.short_clip import load_tiny_models, run_short_clip
 
 FIXTURE = Path(__file__).parent / "fixtures" / "default_output.npz"

@@ -15,8 +15,8 @@ from tests.test_cli import good_args, run_bad  # noqa: F401  (good_args is a fix
 from tests.torchrun import torchrun
 from vexpress_model.cli import build_parser, main
 from vexpress_model.errors import InputError
-from vexpress_model.pipeline.device_placement import ModulePlacement
 from vexpress_model.pipeline.hooks import SamplingSettings
+from vexpress_model.pipeline.memory import ModulePlacement
 from vexpress_model.pipeline.sampler import VExpressPipeline
 from vexpress_model.pipeline.speed import cache_bytes
 from vexpress_model.pipeline.speed_presets import PRESETS
@@ -155,7 +155,7 @@ class RecordingPlacement(ModulePlacement):
 
 
 def _sample(models, offload: bool, settings: SamplingSettings, budget: int | None = None):
-    from vexpress_model.pipeline.timing import plan_frames
+    from vexpress_model.pipeline.windows import plan_frames
 
     placement = RecordingPlacement(torch.device("cpu"), offload=offload)
     pipeline = VExpressPipeline(models, device="cpu", offload=offload, placement=placement,

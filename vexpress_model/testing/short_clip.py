@@ -32,7 +32,7 @@ def run_short_clip(models: Any, settings: Any = None, **pipeline_kwargs: Any) ->
     with the pipeline's defaults unless ``settings`` / ``pipeline_kwargs`` say otherwise."""
     from ..pipeline.hooks import Hooks, SamplingSettings
     from ..pipeline.sampler import VExpressPipeline
-    from ..pipeline.timing import plan_frames
+    from ..pipeline.windows import plan_frames
 
     dumps: dict[str, np.ndarray] = {}
 
