@@ -46,8 +46,11 @@ class UNetLike(Protocol):
         reference_attention_weight: float,
         audio_attention_weight: float,
         uncond: torch.Tensor,
+        feature_cache: Any = None,
     ) -> torch.Tensor:
-        """v-prediction ``[B, 4, F, h, w]`` for ``sample [B, 4, F, h, w]``; ``uncond [B]`` flags the CFG branch."""
+        """v-prediction ``[B, 4, F, h, w]`` for ``sample [B, 4, F, h, w]``; ``uncond [B]`` flags the CFG branch.
+        ``feature_cache`` (``models.deep_cache.CacheStep``) is passed only with DeepCache on, which needs a UNet
+        with ``cached_feature_bytes`` and ``cache_branches`` (``speed.open_feature_cache``)."""
 
 
 # ------------------------------------------------------------------------------------------------------ UNet
