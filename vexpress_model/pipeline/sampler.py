@@ -53,12 +53,12 @@ from ..conditioning.audio_features import (
 )
 from ..conditioning.kps_images import KpsImageSource, as_uint8_frames, kps_image_reader
 from ..errors import InputError
-from ..options import Compat, check_compat, check_scheduler_compat
+from ..options import Compat, check_compat
 from .denoise import UNetLike, UNetRunner, WindowDenoiser
 from .hooks import Hooks, SamplingSettings
 from .memory import DEVICE_CONDITION_BUDGET_BYTES, MemoryPolicy, ModulePlacement, Placement, module_device
 from .schedulers import make_scheduler
-from .speed import cache_bytes, cache_on_device, open_feature_cache
+from .speed import open_feature_cache
 from .windows import FramePlan, KpsFeatures, WindowPlan, check_windows, local_windows
 
 logger = logging.getLogger("vexpress.pipeline")
@@ -349,9 +349,7 @@ class VExpressPipeline:
         if settings.num_inference_steps < 1:
             raise InputError(f"num_inference_steps must be at least 1, got {settings.num_inference_steps}")
 
-        check_scheduler_compat(settings.scheduler, self.compat)
-        # A scheduler per call: set_timesteps mutates it, and the pipeline object may be shared (ComfyUI).
-        scheduler = make_scheduler(settings.scheduler, settings.num_inference_steps)
+        scheduler = make_scheduler(settings.scheduler, settings.num_inference_steps, self.compat)
         cfg = settings.guidance_scale > 1.0
         h, w = kps.features.shape[-2:]
         if tuple(reference.latent.shape[-2:]) != (h, w):
@@ -366,13 +364,11 @@ class VExpressPipeline:
 
         audio_tokens = audio_tokens.to(self.device, self.dtype)
         window_bytes = self.memory.window_bytes(frames_per_window, cfg, h * w, kps.channels)
-        local = local_windows(windows, self.process_group)
         # DeepCache features of this process's windows: counted with the activations where they stay on the device.
         unet: UNetLike = self.models.denoising_unet
-        feature_bytes = cache_bytes(unet, settings, len(local) * frames_per_window, cfg, (h, w))
-        feature_cache = open_feature_cache(unet, settings, feature_bytes, self.device, self.offload)
-        on_device = feature_cache is not None and cache_on_device(feature_bytes, self.offload)
-        device_cache_bytes = feature_bytes if on_device else 0
+        local_frames = len(local_windows(windows, self.process_group)) * frames_per_window
+        feature_cache, device_cache_bytes = open_feature_cache(unet, settings, local_frames, cfg, (h, w), self.device,
+                                                               self.offload)
         # Recomputed kps features need the guider beside the UNet.
         roles = ("denoising_unet",) if kps.compute is None else ("denoising_unet", "kps_guider")
         with self._stage("denoise", roles, activation_bytes=window_bytes + device_cache_bytes):
@@ -395,8 +391,7 @@ class VExpressPipeline:
                 denoiser = WindowDenoiser(self.unet_runner, self.device, self.dtype, self.compat, settings, hooks,
                                           self.stats, self.process_group, feature_cache)
                 latents = denoiser.run(latents, scheduler, plan, context, kps, audio_tokens)
-                if feature_cache is not None:
-                    self.stats["feature_cache_bytes"] = feature_cache.nbytes
+                self.stats["feature_cache_bytes"] = 0 if feature_cache is None else feature_cache.nbytes
             finally:
                 unet.fast_paths = previous_fast
         hooks.emit("latents_final", latents)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..options import SCHEDULERS, check_choice
+from ..options import SCHEDULERS, check_choice, check_scheduler_compat
 
 # The original's scheduler (inference_v2.yaml, docs/spec.md §4.12); every other DDIMScheduler argument is its default.
 DDIM_CONFIG: dict[str, Any] = {
@@ -32,12 +32,14 @@ _SHARED_KEYS = ("beta_start", "beta_end", "beta_schedule", "steps_offset", "pred
                 "rescale_betas_zero_snr", "timestep_spacing")
 
 
-def make_scheduler(name: str, num_inference_steps: int) -> Any:
-    """A fresh scheduler ``name`` (:data:`~vexpress_model.options.SCHEDULERS`) with its timesteps set.
+def make_scheduler(name: str, num_inference_steps: int, compat: str = "fixed") -> Any:
+    """A fresh scheduler ``name`` (:data:`~vexpress_model.options.SCHEDULERS`) with its timesteps set; compat
+    "original" takes ddim only (``check_scheduler_compat``).
 
     A new object per sampling run: ``set_timesteps`` and the multistep solvers' histories mutate it, and a pipeline
     may be shared (ComfyUI)."""
     check_choice(name, SCHEDULERS, "scheduler")
+    check_scheduler_compat(name, compat)
     import diffusers
 
     shared = {key: DDIM_CONFIG[key] for key in _SHARED_KEYS}

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..errors import InputError
 from ..models.deep_cache import CacheStep, FeatureCache
 from .hooks import SamplingSettings
 
@@ -55,28 +56,27 @@ def cache_on_device(num_bytes: int, offload: bool) -> bool:
     return not offload and num_bytes <= DEVICE_CACHE_BUDGET_BYTES
 
 
-def open_feature_cache(unet: Any, settings: SamplingSettings, num_bytes: int, device: torch.device,
-                       offload: bool) -> FeatureCache | None:
-    """The run's DeepCache store, or None when caching is off (``cache_interval`` 1, or more bytes than
-    :data:`HOST_CACHE_BUDGET_BYTES`: a warning says so and the run takes the whole UNet every step)."""
+def open_feature_cache(unet: Any, settings: SamplingSettings, frames: int, cfg: bool, latent_hw: tuple[int, int],
+                       device: torch.device, offload: bool) -> tuple[FeatureCache | None, int]:
+    """The run's DeepCache store for ``frames`` frames of this process's windows, and the bytes of it that stay on
+    the compute device (for the memory policy). None, 0 when caching is off: ``cache_interval`` 1, or more than
+    :data:`HOST_CACHE_BUDGET_BYTES` (a warning says so; the run takes the whole UNet every step)."""
     if settings.cache_interval <= 1:
-        return None
+        return None, 0
     if not getattr(unet, "cached_feature_bytes", None):
-        from ..errors import InputError
-
         raise InputError("cache_interval > 1 needs the V-Express denoising UNet (this UNet has no feature cache)")
     branches = int(unet.cache_branches)
     if settings.cache_branch >= branches:
-        from ..errors import InputError
-
         raise InputError(f"cache_branch must be between 0 and {branches - 1} for this UNet, "
                          f"got {settings.cache_branch}")
+    num_bytes = cache_bytes(unet, settings, frames, cfg, latent_hw)
     if num_bytes > HOST_CACHE_BUDGET_BYTES:
         logger.warning("feature caching is off for this clip: it would keep %.1f GB of features (more than %.0f GB); "
                        "use a deeper cache_branch or a shorter clip", num_bytes / 1e9, HOST_CACHE_BUDGET_BYTES / 1e9)
-        return None
-    host = not cache_on_device(num_bytes, offload) and device.type != "cpu"
-    return FeatureCache(settings.cache_branch, torch.device("cpu") if host else None)
+        return None, 0
+    on_device = cache_on_device(num_bytes, offload)
+    host = not on_device and device.type != "cpu"
+    return FeatureCache(settings.cache_branch, torch.device("cpu") if host else None), num_bytes if on_device else 0
 
 
 def cache_step(cache: FeatureCache | None, settings: SamplingSettings, step_index: int,
