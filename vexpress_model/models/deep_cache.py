@@ -59,7 +59,3 @@ class CacheStep:
             features[key] = item if device is None or device == item.device else item.to(device)
         return x
 
-
-def skip_count(layers_per_down_block: list[int], downsamplers: int) -> int:
-    """Skip features of a UNet: the input of the down path, one per down layer, one per downsampler."""
-    return 1 + sum(layers_per_down_block) + downsamplers
