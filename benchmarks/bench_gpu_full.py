@@ -3,6 +3,7 @@
     python benchmarks/bench_gpu_full.py                      # 4 s of audio, defaults of the original
     python benchmarks/bench_gpu_full.py --seconds 10 --window-batch 4
     python benchmarks/bench_gpu_full.py --original-steps 2   # also time 2 steps of the original-style loop
+    python benchmarks/bench_gpu_full.py --speed exact balanced fast   # the speed modes side by side (docs/speed.md)
 
 Builds the five networks at full size directly on the GPU in fp16 (no files), draws V-Kps images for a moving
 face track, uses random per-frame audio windows (wav2vec2 is not timed: it runs once per clip and costs ~1 % of
@@ -20,10 +21,33 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import time
 
+from vexpress_model.options import SPEED_PRESETS
+from vexpress_model.pipeline.speed_presets import speed_values
 from vexpress_model.testing.bench_inputs import audio_windows, kps_image_source, kps_track, reference_image
 from vexpress_model.testing.bench_models import SIZES, build_models
+
+
+def compare_speeds(modes: list[str]) -> None:
+    """Each mode in its own process (its own peak VRAM), then the generation times side by side."""
+    argv = list(sys.argv[1:])
+    at = argv.index("--speed")
+    rest = argv[:at] + [a for a in argv[at + 1 :] if a not in SPEED_PRESETS]
+    times = {}
+    for mode in modes:
+        proc = subprocess.run([sys.executable, __file__, *rest, "--speed", mode], capture_output=True, text=True,
+                              check=False)
+        sys.stdout.write(proc.stdout)
+        if proc.returncode:
+            sys.stderr.write(proc.stderr)
+            raise SystemExit(f"--speed {mode} failed")
+        line = next(x for x in proc.stdout.splitlines() if x.startswith("generation: "))
+        times[mode] = float(line.split()[1])
+    first = modes[0]
+    print("\n" + " | ".join(f"{m}: {t:.2f} s ({t / times[first]:.2f}x {first})" for m, t in times.items()))
 
 
 def main() -> None:
@@ -42,7 +66,13 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cuda (default); cpu only to smoke-test the script")
     parser.add_argument("--original-steps", type=int, default=0,
                         help="also run this many steps of the original-style loop for a side-by-side")
+    parser.add_argument("--speed", nargs="+", default=["exact"], choices=SPEED_PRESETS,
+                        help="--speed presets (docs/speed.md); several: one process each, then their times side by "
+                             "side (ratios to the first)")
     args = parser.parse_args()
+    if len(args.speed) > 1:
+        compare_speeds(args.speed)
+        return
 
     import torch
 
@@ -62,7 +92,7 @@ def main() -> None:
 
     def sync() -> None:
         if cuda:
-            sync()
+            torch.cuda.synchronize()
 
     def vram_gib(reserved: bool = False) -> float:
         if not cuda:
@@ -82,7 +112,10 @@ def main() -> None:
     plan = plan_frames(args.seconds, 30.0, args.context_frames, args.context_overlap, "fixed")
     track = kps_track(plan.num_frames, res)
     source = kps_image_source(track, res)
-    settings = SamplingSettings(args.steps, args.guidance, 0.95, 3.0, 42)
+    fast_modes = speed_values(args.speed[0], num_inference_steps=None if args.speed[0] != "exact" else args.steps)
+    args.steps = fast_modes.pop("num_inference_steps")
+    settings = SamplingSettings(args.steps, args.guidance, 0.95, 3.0, 42, **fast_modes)
+    print(f"speed {args.speed[0]}: {args.steps} steps, {fast_modes}", flush=True)
     pipeline = VExpressPipeline(
         models, device=device, compat="fixed", offload=args.offload, fast_paths=not args.no_fast_paths,
         window_batch_size=args.window_batch, compile_unet=args.compile,

@@ -10,6 +10,8 @@ from ..vexpress_model.options import (
     MAX_FPS,
     MEDIAN_FILTER_MODES,
     MIN_FPS,
+    SCHEDULERS,
+    SPEED_PRESETS,
 )
 from ..vexpress_model.pipeline.windows import MAX_CONTEXT_FRAMES
 from ._comfy import io
@@ -64,3 +66,25 @@ def color_match(*, optional: bool = False) -> io.Combo.Input:
 
 def max_side(*, optional: bool = False) -> io.Int.Input:
     return io.Int.Input("max_side", default=0, min=0, max=8192, optional=optional)
+
+
+# The sampler's fast modes (docs/speed.md): optional, so that workflows and API prompts saved without them run the
+# exact path as before. "preset" / 0: the speed preset's value.
+PRESET_SCHEDULER = "preset"
+
+
+def speed() -> io.Combo.Input:
+    return io.Combo.Input("speed", options=list(SPEED_PRESETS), default="exact", optional=True)
+
+
+def scheduler() -> io.Combo.Input:
+    return io.Combo.Input("scheduler", options=[PRESET_SCHEDULER, *SCHEDULERS], default=PRESET_SCHEDULER,
+                          optional=True)
+
+
+def cache_interval() -> io.Int.Input:
+    return io.Int.Input("cache_interval", default=0, min=0, max=10, optional=True)
+
+
+def cfg_end() -> io.Float.Input:
+    return io.Float.Input("cfg_end", default=0.0, min=0.0, max=1.0, step=0.05, optional=True)

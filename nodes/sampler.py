@@ -30,6 +30,10 @@ class VExpressSampler(io.ComfyNode):
             _widgets.context_overlap(),
             _widgets.compat(),
             _widgets.median_filter(),
+            _widgets.speed(),
+            _widgets.scheduler(),
+            _widgets.cache_interval(),
+            _widgets.cfg_end(),
         ]
         outputs = [io.Image.Output("images"), io.Float.Output("fps")]
         return NodeTexts("VExpressSampler", CATEGORY).schema(inputs, outputs)
@@ -46,16 +50,20 @@ class VExpressSampler(io.ComfyNode):
     @classmethod
     def execute(cls, pipe, reference_image, kps, audio_embeds, width: int, height: int, steps: int,
                 guidance_scale: float, seed: int, reference_attention_weight: float, audio_attention_weight: float,
-                context_frames: int, context_overlap: int, compat: str, median_filter: str = "auto") -> io.NodeOutput:
+                context_frames: int, context_overlap: int, compat: str, median_filter: str = "auto",
+                speed: str = "exact", scheduler: str = _widgets.PRESET_SCHEDULER, cache_interval: int = 0,
+                cfg_end: float = 0.0) -> io.NodeOutput:
         import torch
 
         from ..vexpress_model.conditioning.audio_features import Wav2Vec2Features
         from ..vexpress_model.conditioning.kps_images import kps_image_source
         from ..vexpress_model.conditioning.kps_sequence import kps_for_frames
         from ..vexpress_model.inputs.image import load_reference_image
+        from ..vexpress_model.options import check_scheduler_compat
         from ..vexpress_model.outputs.median_filter import median_filter_enabled, median_filtered_chunks
         from ..vexpress_model.pipeline.hooks import Hooks, SamplingSettings
         from ..vexpress_model.pipeline.sampler import VExpressPipeline
+        from ..vexpress_model.pipeline.speed_presets import speed_values
         from ..vexpress_model.pipeline.windows import FramePlan, context_windows
         from .memory_management import ComfyPlacement, compute_device
         from .progress import cancel_check, progress_reporter, stage_progress
@@ -74,8 +82,16 @@ class VExpressSampler(io.ComfyNode):
         placement = ComfyPlacement(pipe.patchers, offload=pipe.offload)
         pipeline = VExpressPipeline(pipe.models, device=compute_device(), compat=compat, placement=placement,
                                     offload=pipe.offload)
-        settings = SamplingSettings.from_values(steps, guidance_scale, reference_attention_weight,
-                                                audio_attention_weight, seed)
+        # The steps widget counts for exact; balanced and fast bring their own step count. Unset advanced inputs
+        # ("preset", 0) take the preset's value.
+        fast_modes = speed_values(
+            speed, num_inference_steps=steps if speed == "exact" else None,
+            scheduler=None if scheduler == _widgets.PRESET_SCHEDULER else scheduler,
+            cache_interval=cache_interval or None, cfg_end=cfg_end or None)
+        check_scheduler_compat(fast_modes["scheduler"], compat, f"scheduler {fast_modes['scheduler']!r}")
+        settings = SamplingSettings.from_values(fast_modes.pop("num_inference_steps"), guidance_scale,
+                                                reference_attention_weight, audio_attention_weight, seed,
+                                                **fast_modes)
         hooks = Hooks(progress=progress_reporter(settings.num_inference_steps * len(plan.windows)),
                       cancel=cancel_check())
         try:

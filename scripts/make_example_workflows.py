@@ -1,9 +1,9 @@
 """Regenerate ``example_workflows/`` (UI format + thumbnails) and ``example_workflows/api/`` (API format).
 
-The five scenarios of the V-Express user manual and a full-frame portrait, each as one graph description below, are
-written in both formats from the node definitions of a running ComfyUI with this pack installed (``/object_info``
-gives every node's input order, widget types and outputs, so the UI files match what the frontend itself would
-save). The file name is the title the Templates browser shows::
+The five scenarios of the V-Express user manual, a full-frame portrait and the fast mode, each as one graph
+description below, are written in both formats from the node definitions of a running ComfyUI with this pack
+installed (``/object_info`` gives every node's input order, widget types and outputs, so the UI files match what
+the frontend itself would save). The file name is the title the Templates browser shows::
 
     PYTHONPATH=. python scripts/make_example_workflows.py --url http://127.0.0.1:8188
 
@@ -65,7 +65,8 @@ class Scenario:
 
 
 def _common(strategy: str, *, audio: str = "vexpress_speech.wav", driving: int | None = None,
-            ref_weight: float = 1.0, audio_weight: float = 1.0, offload: str = "auto", prefix: str) -> list[Node]:
+            ref_weight: float = 1.0, audio_weight: float = 1.0, offload: str = "auto", prefix: str,
+            speed: dict[str, Any] | None = None) -> list[Node]:
     retarget_links = {"reference_image": (4, 0), "frame_count": (3, 2), "fps": (3, 3)}
     if driving is not None:
         retarget_links["driving_kps"] = (driving, 0)
@@ -83,7 +84,8 @@ def _common(strategy: str, *, audio: str = "vexpress_speech.wav", driving: int |
         Node(7, "VExpressSampler", (COLUMNS[3], 0),
              {"width": 512, "height": 512, "steps": 25, "guidance_scale": 3.5, "seed": 42,
               "reference_attention_weight": ref_weight, "audio_attention_weight": audio_weight,
-              "context_frames": 24, "context_overlap": 4, "compat": "fixed", "median_filter": "auto"},
+              "context_frames": 24, "context_overlap": 4, "compat": "fixed", "median_filter": "auto",
+              **(speed or {})},
              {"pipe": (1, 0), "reference_image": (4, 0), "kps": (6, 0), "audio_embeds": (3, 0)}),
         Node(8, "VExpressSaveVideo", (COLUMNS[4], 0), {"fps": FPS, "filename_prefix": f"vexpress/{prefix}", "crf": 17},
              {"images": (7, 0), "audio": (3, 1), "fps": (7, 1)}),
@@ -151,6 +153,15 @@ def scenarios() -> list[Scenario]:
             "back into the whole photo (soft edge, matched colours) while it writes, one chunk at a time, so long "
             "clips fit in memory. The video has the photo's size. PasteBack does the same into IMAGE frames.",
             full_frame,
+        ),
+        Scenario(
+            "V-Express 7 - Faster (speed fast)",
+            "Faster: speed fast",
+            "Scenario 7: about a third of the time (docs/speed.md). The sampler's speed input set to fast runs "
+            "DPM-Solver++ with 12 steps, DeepCache (the deep UNet layers reused for 2 of every 3 steps) and "
+            "guidance over the first 60 % of the steps; balanced is the middle way, exact (the default) the "
+            "original's sampler. Check the result by eye; use exact for the final video.",
+            _common("fix_face", prefix="fast", speed={"speed": "fast"}),
         ),
     ]
 

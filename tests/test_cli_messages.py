@@ -52,7 +52,9 @@ def test_missing_required_flags_is_one_line(capsys):
 def test_help_shows_the_defaults():
     text = " ".join(cli.build_parser().format_help().split())
     for shown in ("--retarget_strategy {fix_face,no_retarget,offset_retarget,naive_retarget} (default: no_retarget)",
-                  "--fps FPS (default: 30.0)", "--num_inference_steps NUM_INFERENCE_STEPS (default: 25)",
+                  "--fps FPS (default: 30.0)",
+                  "--num_inference_steps NUM_INFERENCE_STEPS denoising steps (default: the --speed preset's; 25 "
+                  "for exact)",
                   "--guidance_scale GUIDANCE_SCALE (default: 3.5)", "--seed SEED (default: 42)",
                   "the .mp4 to write (default: ./output/vexpress.mp4)",
                   "(lower is better; 17 is near lossless) (default: 17)"):

@@ -172,9 +172,9 @@ def _ui_workflows() -> list[Path]:
     return sorted(WORKFLOWS.glob("*.json"))
 
 
-def test_six_scenarios_each_with_thumbnail_and_api_copy():
+def test_seven_scenarios_each_with_thumbnail_and_api_copy():
     names = [path.stem for path in _ui_workflows()]
-    assert len(names) == 6
+    assert len(names) == 7
     for name in names:
         assert any((WORKFLOWS / f"{name}{ext}").is_file() for ext in (".jpg", ".png", ".webp")), name
         assert (WORKFLOWS / "api" / f"{name}.json").is_file(), name
@@ -245,6 +245,8 @@ def test_the_manual_scenarios_are_all_there():
     assert save["crop"] == [crop_node, 1] and save["full_image"] == [photo_node, 0]
     assert full_frame[save["images"][0]]["class_type"] == "VExpressSampler"
     assert inputs(full_frame, "VExpressRetargetKps")[0]["crop"] == [crop_node, 1]
+    assert inputs(graphs["V-Express 7 - Faster (speed fast)"], "VExpressSampler")[0]["speed"] == "fast"
+    assert all(inputs(g, "VExpressSampler")[0]["speed"] == "exact" for name, g in graphs.items() if "7 -" not in name)
 
 
 # --------------------------------------------------------------------------------------- the API example

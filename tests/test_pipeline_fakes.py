@@ -76,6 +76,7 @@ class FakeUNetOptions:
     reference_attention_weight: float = 1.0
     audio_attention_weight: float = 1.0
     uncond: torch.Tensor | None = None  # [B] bool: the CFG unconditional items
+    feature_cache: Any = None  # DeepCache: never passed to the stand-in (it has no cached_feature_bytes)
 
 
 class FakeUNet(nn.Module):

@@ -40,6 +40,8 @@ from .options import (
     MIN_MAX_SIDE,
     REFERENCE_KPS_SPACES,
     RETARGET_STRATEGIES,
+    SCHEDULERS,
+    SPEED_PRESETS,
     TEST_STAGES,
 )
 from .outputs.paste_back import DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
@@ -77,6 +79,36 @@ def _positive_seconds(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
     return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not 0.0 < value <= 1.0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be greater than 0 and at most 1 (a fraction of the steps), got {text}")
+    return value
+
+
+def add_speed_flags(group: Any) -> None:
+    """The fast modes' flags (docs/speed.md); None: the ``--speed`` preset's value."""
+    group.add_argument("--speed", default="exact", choices=SPEED_PRESETS,
+                       help="exact: the original's sampler; balanced / fast: fewer, cheaper UNet steps (sets "
+                            "--scheduler, --num_inference_steps, --cache_interval and --cfg_end; flags given "
+                            "override it; docs/speed.md)")
+    group.add_argument("--scheduler", default=None, choices=SCHEDULERS,
+                       help="solver (default: the --speed preset's; ddim for exact)")
+    group.add_argument("--cache_interval", default=None,
+                       type=_whole_number(1, why=" (1 = the whole UNet every step)"),
+                       help="DeepCache: the whole UNet every N-th step, only its shallow part in between "
+                            "(default: the --speed preset's; 1 = off for exact)")
+    group.add_argument("--cache_branch", default=None, type=_whole_number(0),
+                       help="DeepCache depth: 0 (default) keeps only the shallowest layers running on cached steps "
+                            "(fastest); higher values run more of the UNet")
+    group.add_argument("--cfg_end", default=None, type=_fraction,
+                       help="fraction of the steps with classifier-free guidance; the rest run the conditional "
+                            "branch only (default: the --speed preset's; 1.0 for exact)")
 
 
 class _RaisingParser(CommandParser):
@@ -136,8 +168,10 @@ def build_parser(*, inputs_required: bool = True, for_jobs: bool = False, prog: 
     generation.add_argument("--image_height", type=int, default=512)
     generation.add_argument("--fps", type=float, default=30.0)
     generation.add_argument("--seed", type=int, default=42)
-    generation.add_argument("--num_inference_steps", type=int, default=25)
+    generation.add_argument("--num_inference_steps", type=int, default=None,
+                            help="denoising steps (default: the --speed preset's; 25 for exact)")
     generation.add_argument("--guidance_scale", type=float, default=3.5)
+    add_speed_flags(generation)
     generation.add_argument("--context_frames", type=int, default=24, help="frames per context window (at most 32)")
     generation.add_argument("--context_overlap", type=int, default=4)
     generation.add_argument("--reference_attention_weight", type=float, default=1.0)

@@ -23,7 +23,13 @@ import numpy as np
 
 from .errors import InputError, ModelFolderError
 from .models.paths import VEXPRESS_FILES
-from .options import CROP_BORDER_MODES, STRATEGIES_WITH_DRIVING_KPS, TEST_STAGES, check_choice
+from .options import (
+    CROP_BORDER_MODES,
+    STRATEGIES_WITH_DRIVING_KPS,
+    TEST_STAGES,
+    check_choice,
+    check_scheduler_compat,
+)
 from .pipeline.windows import check_frame_settings
 from .request import GenerationRequest, request_from_cli_args
 from .validation import require_file, require_finite, require_inference_steps
@@ -61,7 +67,10 @@ def check_request(request: GenerationRequest, *, writes_output: bool = True) -> 
         if value <= 0 or value % 8:
             raise InputError(f"--image_{name} must be a positive multiple of 8 (the VAE works in 8-pixel blocks), "
                              f"got {value}; use {_nearest_multiples_of_8(value)}")
-    require_inference_steps(request.num_inference_steps, "--num_inference_steps")
+    sampling = request.sampling_values()
+    require_inference_steps(sampling["num_inference_steps"], "--num_inference_steps")
+    chosen_by = f"--scheduler {request.scheduler}" if request.scheduler else f"--speed {request.speed}"
+    check_scheduler_compat(sampling["scheduler"], request.compat, chosen_by, "--compat original")
     for name in FLOAT_SETTINGS:
         require_finite(getattr(request, name), f"--{name}")
     check_frame_settings(request.fps, request.context_frames, request.context_overlap, flags=True)
@@ -451,9 +460,10 @@ def run_generation(
         compile_unet=request.compile_unet,
         process_group=None if distributed is None else distributed.group,
     )
+    fast_modes = request.sampling_values()
     settings = SamplingSettings.from_values(
-        request.num_inference_steps, request.guidance_scale, request.reference_attention_weight,
-        request.audio_attention_weight, request.seed,
+        fast_modes.pop("num_inference_steps"), request.guidance_scale, request.reference_attention_weight,
+        request.audio_attention_weight, request.seed, **fast_modes,
     )
     progress, close_bar = _progress_bar(request.show_progress and main)
     hooks = Hooks(progress=progress, dump=dump)

@@ -69,3 +69,21 @@ def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
 def check_compat(compat: str) -> Compat:
     """``compat`` if it is "fixed" or "original", else an InputError."""
     return check_choice(compat, COMPAT_MODES, "compat")  # type: ignore[return-value]
+
+
+SCHEDULERS: tuple[str, ...] = ("ddim", "dpmpp_2m", "unipc", "euler")
+"""The sampler's solver (docs/speed.md): ``ddim`` is the original's (the exact path); the others are diffusers'
+DPM-Solver++ (2M), UniPC and Euler, built from the same noise schedule."""
+
+SPEED_PRESETS: tuple[str, ...] = ("exact", "balanced", "fast")
+"""``--speed``: one word for solver, steps, feature caching and guidance cut-off (pipeline/speed.py)."""
+
+
+def check_scheduler_compat(scheduler: str, compat: str, chosen_by: str | None = None,
+                           compat_name: str = "compat 'original'") -> None:
+    """``compat="original"`` reproduces the original's DDIM loop only: any other solver is an InputError naming
+    ``compat_name`` and ``chosen_by`` (what picked the solver; default: the scheduler's name)."""
+    if compat == "original" and scheduler != "ddim":
+        chosen_by = chosen_by or f"scheduler {scheduler!r}"
+        raise InputError(f"{compat_name} reproduces the original's DDIM sampler and cannot be combined with "
+                         f"{chosen_by}; drop one of them")

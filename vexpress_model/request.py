@@ -15,8 +15,10 @@ from typing import Any
 from .conditioning.face_crop import DEFAULT_CROP_SCALE
 from .errors import InputError
 from .models.paths import VEXPRESS_FILES
+from .options import SCHEDULERS, SPEED_PRESETS, check_choice
 from .outputs.paste_back import DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
-from .validation import MAX_CRF, require_whole_number
+from .pipeline.speed_presets import speed_values
+from .validation import MAX_CRF, require_fraction, require_whole_number
 
 logger = logging.getLogger("vexpress.generate")
 
@@ -41,8 +43,14 @@ class GenerationRequest:
     height: int = 512
     fps: float = 30.0
     seed: int = 42
-    num_inference_steps: int = 25
+    num_inference_steps: int | None = None  # None: the speed preset's (25 for exact)
     guidance_scale: float = 3.5
+    # Fast modes (docs/speed.md): a preset, and explicit values overriding it (None: the preset's).
+    speed: str = "exact"
+    scheduler: str | None = None
+    cache_interval: int | None = None
+    cache_branch: int | None = None
+    cfg_end: float | None = None
     context_frames: int = 24
     context_overlap: int = 4
     reference_attention_weight: float = 1.0
@@ -97,6 +105,21 @@ class GenerationRequest:
             value = getattr(self, name)
             if value is not None:
                 require_whole_number(value, f"GenerationRequest {name}", 1, why=f" ({meaning})")
+        check_choice(self.speed, SPEED_PRESETS, "speed")
+        if self.scheduler is not None:
+            check_choice(self.scheduler, SCHEDULERS, "scheduler")
+        if self.cache_interval is not None:
+            require_whole_number(self.cache_interval, "GenerationRequest cache_interval", 1, why=" (1 = off)")
+        if self.cache_branch is not None:
+            require_whole_number(self.cache_branch, "GenerationRequest cache_branch", 0)
+        if self.cfg_end is not None:
+            require_fraction(self.cfg_end, "GenerationRequest cfg_end")
+
+    def sampling_values(self) -> dict[str, Any]:
+        """Steps, solver, cache interval and branch, guidance cut-off: the ``speed`` preset's, overridden by the
+        values given (``pipeline.speed_presets.speed_values``)."""
+        return speed_values(self.speed, num_inference_steps=self.num_inference_steps, scheduler=self.scheduler,
+                            cache_interval=self.cache_interval, cache_branch=self.cache_branch, cfg_end=self.cfg_end)
 
 
 _PATH_FIELDS = ("reference_image", "audio", "output", "model_dir", "kps_path", "reference_kps_path", "dump_dir")
@@ -137,6 +160,11 @@ def request_from_cli_args(args: Any) -> GenerationRequest:
         seed=args.seed,
         num_inference_steps=args.num_inference_steps,
         guidance_scale=args.guidance_scale,
+        speed=args.speed,
+        scheduler=args.scheduler,
+        cache_interval=args.cache_interval,
+        cache_branch=args.cache_branch,
+        cfg_end=args.cfg_end,
         context_frames=args.context_frames,
         context_overlap=args.context_overlap,
         reference_attention_weight=args.reference_attention_weight,

@@ -71,3 +71,11 @@ def require_file(
     if not path.is_file():
         raise error(f"{what} {path} does not exist; {fix}")
     return path
+
+
+def require_fraction(value: float, name: str) -> float:
+    """A finite number in (0, 1] (a fraction of the denoising steps)."""
+    number = require_finite(value, name)
+    if not 0.0 < number <= 1.0:
+        raise InputError(f"{name} must be greater than 0 and at most 1 (a fraction of the steps), got {value!r}")
+    return number

@@ -9,7 +9,7 @@ need the frame axis.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import FrameLimitError, ReferenceBankError
 from .config import UNetConfig, VExpressConstants
+from .deep_cache import CacheStep
 from .layers import (
     CallState,
     MotionModule,
@@ -171,11 +172,9 @@ class _UNetSkeleton(nn.Module):
         # Sinusoidal embedding in fp32, cast to the model dtype before the MLP (docs/spec.md §3.1).
         return self.time_embedding(self.time_proj(t).to(self.dtype))
 
-    def _run(self, x: torch.Tensor, emb: torch.Tensor, attend: Attend, motion: Motion) -> torch.Tensor:
-        """Down, mid and up blocks on ``(N, C, H, W)``; returns the last up block's output."""
-        levels = 2 ** (len(self.up_blocks) - 1)
-        keep_sizes = any(s % levels for s in x.shape[-2:])
-        skips = [x]
+    def _down_path(self, x: torch.Tensor, emb: torch.Tensor, attend: Attend, motion: Motion) -> Iterator[torch.Tensor]:
+        """The down path's skip features in order, computed lazily (a cached step stops early)."""
+        yield x
         for block in self.down_blocks:
             for j, resnet in enumerate(block.resnets):
                 x = resnet(x, emb)
@@ -183,28 +182,59 @@ class _UNetSkeleton(nn.Module):
                     x = attend(block.attentions[j], x)
                 if motion is not None and block.motion_modules is not None:
                     x = motion(block.motion_modules[j], x)
-                skips.append(x)
+                yield x
             if block.downsamplers is not None:
                 x = block.downsamplers[0](x)
-                skips.append(x)
-        mid = self.mid_block
-        x = mid.resnets[0](x, emb)
-        x = attend(mid.attentions[0], x)
-        if motion is not None and mid.motion_modules is not None:
-            x = motion(mid.motion_modules[0], x)
-        x = mid.resnets[1](x, emb)
+                yield x
+
+    def _run(self, x: torch.Tensor, emb: torch.Tensor, attend: Attend, motion: Motion,
+             cache: CacheStep | None = None) -> torch.Tensor:
+        """Down, mid and up blocks on ``(N, C, H, W)``; returns the last up block's output. With ``cache``
+        (``deep_cache``) a full step stores the up path's state at the cache branch, a cached step runs only the
+        layers above it."""
+        levels = 2 ** (len(self.up_blocks) - 1)
+        keep_sizes = any(s % levels for s in x.shape[-2:])
+        reuse = cache is not None and cache.reuse
+        # Up layers are numbered 0.. from the deepest; the branch's skip is consumed by layer ``enter``.
+        enter = -1 if cache is None else self.num_skips - 2 - cache.cache.branch
+        skips: list[torch.Tensor] = []
+        for skip in self._down_path(x, emb, attend, motion):
+            skips.append(skip)
+            if reuse and len(skips) == self.num_skips - enter:
+                break
+        x = skips[-1]
+        if not reuse:
+            mid = self.mid_block
+            x = mid.resnets[0](x, emb)
+            x = attend(mid.attentions[0], x)
+            if motion is not None and mid.motion_modules is not None:
+                x = motion(mid.motion_modules[0], x)
+            x = mid.resnets[1](x, emb)
+        layer = 0
         for block in self.up_blocks:
             for j, resnet in enumerate(block.resnets):
+                if layer < enter and reuse:
+                    layer += 1
+                    continue
+                if layer == enter:
+                    assert cache is not None
+                    x = cache.exchange(x)
+                layer += 1
                 x = resnet(torch.cat([x, skips.pop()], dim=1), emb)
                 if block.attentions is not None:
                     x = attend(block.attentions[j], x)
                 if motion is not None and block.motion_modules is not None:
                     x = motion(block.motion_modules[j], x)
-            if block.upsamplers is not None:
+            if block.upsamplers is not None and not (reuse and layer <= enter):
                 # Latent sizes not divisible by the total down factor: upsample to the skip's exact size.
                 size = tuple(skips[-1].shape[-2:]) if keep_sizes else None
                 x = block.upsamplers[0](x, output_size=size)
         return x
+
+    @property
+    def num_skips(self) -> int:
+        """Skip features of the down path: its input, one per down layer, one per downsampler."""
+        return 1 + sum(len(b.resnets) + (b.downsamplers is not None) for b in self.down_blocks)
 
 
 class ReferenceNet(_UNetSkeleton):
@@ -288,6 +318,30 @@ class DenoisingUNet(_UNetSkeleton):
     def max_frames(self) -> int:
         return self.constants.motion_module_max_frames
 
+    @property
+    def cache_branches(self) -> int:
+        """How many DeepCache branches there are (``feature_cache`` branch 0 .. this - 1, shallowest first)."""
+        return self.num_skips - 1
+
+    def cached_feature_bytes(self, branch: int, latent_hw: tuple[int, int]) -> int:
+        """Bytes of the up-path state one frame of one batch item stores at DeepCache ``branch`` (``deep_cache``)."""
+        skip = branch + 1
+        channels, (h, w), index = self.config.block_out_channels[0], latent_hw, 0
+        for block in self.down_blocks:
+            for resnet in block.resnets:
+                index += 1
+                if index == skip:
+                    channels = resnet.out_channels
+            if block.downsamplers is not None:
+                index += 1
+                if index == skip:
+                    channels = block.resnets[-1].out_channels
+                if index <= skip:
+                    h, w = (h + 1) // 2, (w + 1) // 2  # a stride-2 conv with padding 1
+        up_resnets = [r for block in self.up_blocks for r in block.resnets]
+        state_channels = up_resnets[self.num_skips - 2 - branch].in_channels - channels
+        return state_channels * h * w * self.dtype.itemsize
+
     @torch.no_grad()
     def prepare_reference(self, bank: dict[str, torch.Tensor]) -> ReferenceContext:
         """Pair a ReferenceNet bank with this UNet's blocks (by module path) and project the reference K/V."""
@@ -327,6 +381,7 @@ class DenoisingUNet(_UNetSkeleton):
         reference_attention_weight: float = 1.0,
         audio_attention_weight: float = 1.0,
         uncond: torch.Tensor | None = None,
+        feature_cache: CacheStep | None = None,
     ) -> torch.Tensor:
         if sample.ndim != 5:
             raise ValueError(f"sample must be [B, C, F, h, w], got {list(sample.shape)}")
@@ -386,6 +441,7 @@ class DenoisingUNet(_UNetSkeleton):
             emb,
             lambda module, t: module.forward_read(t, state),
             lambda module, t: module(t, b, f),
+            feature_cache,
         )
         x = self.conv_out(self.conv_act(self.conv_norm_out(x)))
         return x.reshape(b, f, -1, h, w).transpose(1, 2).contiguous()

@@ -17,24 +17,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from ..models.deep_cache import FeatureCache
 from ..options import Compat
 from .hooks import Hooks, SamplingSettings
+from .schedulers import model_input, predicted_clean
+from .speed import cache_step, full_step, guided
 from .windows import KpsFeatures, WindowPlan, batch_inputs, make_accumulator
 
 logger = logging.getLogger("vexpress.pipeline")
-
-# The original's scheduler (inference_v2.yaml, docs/spec.md §4.12); every other DDIMScheduler argument is its default.
-DDIM_CONFIG: dict[str, Any] = {
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "clip_sample": False,
-    "steps_offset": 1,
-    "prediction_type": "v_prediction",
-    "rescale_betas_zero_snr": True,
-    "timestep_spacing": "trailing",
-}
-
 
 @runtime_checkable
 class UNetLike(Protocol):
@@ -56,8 +46,11 @@ class UNetLike(Protocol):
         reference_attention_weight: float,
         audio_attention_weight: float,
         uncond: torch.Tensor,
+        feature_cache: Any = None,
     ) -> torch.Tensor:
-        """v-prediction ``[B, 4, F, h, w]`` for ``sample [B, 4, F, h, w]``; ``uncond [B]`` flags the CFG branch."""
+        """v-prediction ``[B, 4, F, h, w]`` for ``sample [B, 4, F, h, w]``; ``uncond [B]`` flags the CFG branch.
+        ``feature_cache`` (``models.deep_cache.CacheStep``) is passed only with DeepCache on, which needs a UNet
+        with ``cached_feature_bytes`` and ``cache_branches`` (``speed.open_feature_cache``)."""
 
 
 # ------------------------------------------------------------------------------------------------------ UNet
@@ -107,6 +100,7 @@ class WindowDenoiser:
     hooks: Hooks
     stats: dict[str, int]
     process_group: Any = None
+    feature_cache: FeatureCache | None = None  # DeepCache store (speed.open_feature_cache); None: caching off
 
     def run(
         self,
@@ -124,20 +118,29 @@ class WindowDenoiser:
         done = 0
         for step_index, t in enumerate(timesteps):
             accumulator.reset()
+            # Guidance until the cfg_end cut-off; DeepCache refreshes its features on full steps.
+            cfg = plan.cfg and guided(self.settings, step_index)
+            if self.feature_cache is not None and full_step(self.settings, step_index):
+                self.feature_cache.clear()
+            # The whole latent scaled once (Euler; the others' input is the latent itself), then cut into windows.
+            sample = model_input(scheduler, latents, t)
             for batch_index, batch in enumerate(plan.batches):
                 hooks.check_cancel()
-                guided = self.guided_prediction(latents, batch, t, context, kps, audio_tokens, plan.cfg)
+                prediction = self.guided_prediction(sample, batch, t, context, kps, audio_tokens, cfg, step_index)
                 for item, window in enumerate(batch):
-                    accumulator.add(window, guided[item : item + 1])
+                    accumulator.add(window, prediction[item : item + 1])
                 done += 1
                 if hooks.progress is not None and batch_index < len(plan.batches) - 1:
                     hooks.progress(done, total, None)
             accumulator.all_reduce(self.process_group)
-            output = scheduler.step(accumulator.result(), t, latents)
+            combined = accumulator.result()
+            output = scheduler.step(combined, t, latents)
+            if hooks.progress is not None:
+                preview = predicted_clean(scheduler, output, combined, t, latents)
             latents = output.prev_sample.to(latents.dtype)
             hooks.emit(f"latents_step{step_index}", latents)
             if hooks.progress is not None:
-                hooks.progress(done, total, output.pred_original_sample)
+                hooks.progress(done, total, preview)
         return latents
 
     def guided_prediction(
@@ -149,9 +152,10 @@ class WindowDenoiser:
         kps: KpsFeatures,
         audio_tokens: torch.Tensor,
         cfg: bool,
+        step_index: int = 0,
     ) -> torch.Tensor:
         """CFG-combined v-prediction ``[k, 4, F, h, w]`` for the k windows of ``batch`` (one UNet call); float32 in
-        "fixed", the run dtype in "original"."""
+        "fixed", the run dtype in "original". ``latents``: the whole latent as the UNet sees it."""
         settings = self.settings
         sample, audio, kps_batch = batch_inputs(batch, latents, audio_tokens, kps, self.device, self.dtype)
         k = len(batch)
@@ -166,6 +170,11 @@ class WindowDenoiser:
         else:
             uncond = torch.zeros(k, dtype=torch.bool)
         # ``uncond`` stays on the CPU: the UNet reads it on the host, which must not cost a device sync.
+        extra: dict[str, Any] = {}
+        if self.feature_cache is not None:
+            # The cache follows each window and CFG branch, however the windows are grouped into calls.
+            keys = tuple((w.start, w.stop, bool(u)) for w, u in zip(batch * (2 if cfg else 1), uncond.tolist()))
+            extra["feature_cache"] = cache_step(self.feature_cache, self.settings, step_index, keys)
         prediction = self.unet(
             sample,
             t,
@@ -175,6 +184,7 @@ class WindowDenoiser:
             reference_attention_weight=settings.reference_attention_weight,
             audio_attention_weight=settings.audio_attention_weight,
             uncond=uncond,
+            **extra,
         )
         self.stats["unet_calls"] += 1
         self.stats["unet_images"] += int(prediction.shape[0] * prediction.shape[2])

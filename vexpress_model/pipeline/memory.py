@@ -185,10 +185,12 @@ class MemoryPolicy:
         per_image = estimate_unet_bytes_per_image(latent_hw, channels, self.dtype)
         return per_image * frames_per_window * (2 if cfg else 1)
 
-    def windows_per_call(self, frames_per_window: int, cfg: bool, latent_hw: int, channels: int) -> int:
-        """Windows per UNet call: ``window_batch_size``, else as many as :meth:`memory_budget` holds (at least 1).
-        Call it with the UNet loaded, so that free device memory is measured with its weights in place."""
+    def windows_per_call(self, frames_per_window: int, cfg: bool, latent_hw: int, channels: int,
+                         reserved_bytes: int = 0) -> int:
+        """Windows per UNet call: ``window_batch_size``, else as many as :meth:`memory_budget` holds (at least 1)
+        once ``reserved_bytes`` (what stays on the device for the whole sampling: DeepCache features) are taken
+        from it. Call it with the UNet loaded, so that free device memory is measured with its weights in place."""
         if self.window_batch_size is not None:
             return max(1, int(self.window_batch_size))
         per_window = self.window_bytes(frames_per_window, cfg, latent_hw, channels)
-        return max(1, int(self.memory_budget() // max(1, per_window)))
+        return max(1, int((self.memory_budget() - reserved_bytes) // max(1, per_window)))

@@ -54,10 +54,12 @@ from ..conditioning.audio_features import (
 from ..conditioning.kps_images import KpsImageSource, as_uint8_frames, kps_image_reader
 from ..errors import InputError
 from ..options import Compat, check_compat
-from .denoise import DDIM_CONFIG, UNetLike, UNetRunner, WindowDenoiser
+from .denoise import UNetLike, UNetRunner, WindowDenoiser
 from .hooks import Hooks, SamplingSettings
 from .memory import DEVICE_CONDITION_BUDGET_BYTES, MemoryPolicy, ModulePlacement, Placement, module_device
-from .windows import FramePlan, KpsFeatures, WindowPlan, check_windows
+from .schedulers import make_scheduler
+from .speed import open_feature_cache
+from .windows import FramePlan, KpsFeatures, WindowPlan, check_windows, local_windows
 
 logger = logging.getLogger("vexpress.pipeline")
 
@@ -347,11 +349,7 @@ class VExpressPipeline:
         if settings.num_inference_steps < 1:
             raise InputError(f"num_inference_steps must be at least 1, got {settings.num_inference_steps}")
 
-        from diffusers import DDIMScheduler
-
-        # A scheduler per call: set_timesteps mutates it, and the pipeline object may be shared (ComfyUI).
-        scheduler = DDIMScheduler(**DDIM_CONFIG)
-        scheduler.set_timesteps(settings.num_inference_steps)
+        scheduler = make_scheduler(settings.scheduler, settings.num_inference_steps, self.compat)
         cfg = settings.guidance_scale > 1.0
         h, w = kps.features.shape[-2:]
         if tuple(reference.latent.shape[-2:]) != (h, w):
@@ -366,11 +364,17 @@ class VExpressPipeline:
 
         audio_tokens = audio_tokens.to(self.device, self.dtype)
         window_bytes = self.memory.window_bytes(frames_per_window, cfg, h * w, kps.channels)
+        # DeepCache features of this process's windows: counted with the activations where they stay on the device.
+        unet: UNetLike = self.models.denoising_unet
+        local_frames = len(local_windows(windows, self.process_group)) * frames_per_window
+        feature_cache, device_cache_bytes = open_feature_cache(unet, settings, local_frames, cfg, (h, w), self.device,
+                                                               self.offload)
         # Recomputed kps features need the guider beside the UNet.
         roles = ("denoising_unet",) if kps.compute is None else ("denoising_unet", "kps_guider")
-        with self._stage("denoise", roles, activation_bytes=window_bytes):
+        with self._stage("denoise", roles, activation_bytes=window_bytes + device_cache_bytes):
             # Sized once the UNet is in place, so that free device memory is measured with its weights loaded.
-            per_batch = self.memory.windows_per_call(frames_per_window, cfg, h * w, kps.channels)
+            per_batch = self.memory.windows_per_call(frames_per_window, cfg, h * w, kps.channels,
+                                                     reserved_bytes=device_cache_bytes)
             plan = WindowPlan.build(windows, num_frames, per_batch, cfg, self.device, self.process_group)
             logger.info(
                 "sampling %d frames: %d window%s of %d frames in %d UNet call%s per step, %d step%s, CFG %s",
@@ -378,7 +382,6 @@ class VExpressPipeline:
                 "s"[: len(plan.batches) != 1], settings.num_inference_steps, "s"[: settings.num_inference_steps != 1],
                 "on" if cfg else "off",
             )
-            unet: UNetLike = self.models.denoising_unet
             previous_fast = unet.fast_paths
             unet.fast_paths = self.fast_paths
             try:
@@ -386,8 +389,9 @@ class VExpressPipeline:
                     {key: value.to(self.device, self.dtype) for key, value in reference.bank.items()}
                 )
                 denoiser = WindowDenoiser(self.unet_runner, self.device, self.dtype, self.compat, settings, hooks,
-                                          self.stats, self.process_group)
+                                          self.stats, self.process_group, feature_cache)
                 latents = denoiser.run(latents, scheduler, plan, context, kps, audio_tokens)
+                self.stats["feature_cache_bytes"] = 0 if feature_cache is None else feature_cache.nbytes
             finally:
                 unet.fast_paths = previous_fast
         hooks.emit("latents_final", latents)

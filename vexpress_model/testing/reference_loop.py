@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..pipeline.denoise import DDIM_CONFIG
 from ..pipeline.hooks import SamplingSettings
 from ..pipeline.sampler import LATENT_SCALE
+from ..pipeline.schedulers import DDIM_CONFIG
 
 
 @torch.inference_mode()
