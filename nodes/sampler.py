@@ -55,9 +55,8 @@ class VExpressSampler(io.ComfyNode):
         from ..vexpress_model.inputs.image import load_reference_image
         from ..vexpress_model.outputs.median_filter import median_filter_enabled, median_filtered_chunks
         from ..vexpress_model.pipeline.hooks import Hooks, SamplingSettings
-        from ..vexpress_model.pipeline.sampler import VExpressPipeline
         from ..vexpress_model.pipeline.windows import FramePlan, context_windows
-        from .memory_management import ComfyPlacement, compute_device
+        from .memory_management import make_pipeline
         from .progress import cancel_check, progress_reporter, stage_progress
 
         num_frames = audio_embeds.num_frames
@@ -71,9 +70,7 @@ class VExpressSampler(io.ComfyNode):
                                 keep_matching_length=True).points
         kps_images = kps_image_source(points, width, height)
 
-        placement = ComfyPlacement(pipe.patchers, offload=pipe.offload)
-        pipeline = VExpressPipeline(pipe.models, device=compute_device(), compat=compat, placement=placement,
-                                    offload=pipe.offload)
+        pipeline = make_pipeline(pipe, compat)
         settings = SamplingSettings.from_values(steps, guidance_scale, reference_attention_weight,
                                                 audio_attention_weight, seed)
         hooks = Hooks(progress=progress_reporter(settings.num_inference_steps * len(plan.windows)),

@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import InputError, ModelFolderError
 from .models.paths import VEXPRESS_FILES
-from .options import CROP_BORDER_MODES, STRATEGIES_WITH_DRIVING_KPS, TEST_STAGES
+from .options import CROP_BORDER_MODES, STRATEGIES_WITH_DRIVING_KPS, TEST_STAGES, check_choice
 from .pipeline.windows import check_frame_settings
 from .request import GenerationRequest, request_from_cli_args
 from .validation import require_file, require_finite, require_inference_steps
@@ -65,8 +65,7 @@ def check_request(request: GenerationRequest, *, writes_output: bool = True) -> 
     for name in FLOAT_SETTINGS:
         require_finite(getattr(request, name), f"--{name}")
     check_frame_settings(request.fps, request.context_frames, request.context_overlap, flags=True)
-    if request.test_stage not in TEST_STAGES:
-        raise InputError(f"test_stage must be stage_1, stage_2 or stage_3, got {request.test_stage!r}")
+    check_choice(request.test_stage, TEST_STAGES, "--test_stage")
     if request.face_box is not None and not request.full_frame:
         raise InputError("--face_box chooses the face crop of --full_frame; add --full_frame or drop --face_box")
     if request.full_frame and request.compat == "original":
@@ -77,10 +76,7 @@ def check_request(request: GenerationRequest, *, writes_output: bool = True) -> 
 
         check_crop_scale(request.crop_scale)
         check_paste_settings(request.feather, request.color_match, request.max_side)
-        if request.crop_border not in CROP_BORDER_MODES:
-            raise InputError(
-                f"--crop_border must be one of {', '.join(CROP_BORDER_MODES)}, got {request.crop_border!r}"
-            )
+        check_choice(request.crop_border, CROP_BORDER_MODES, "--crop_border")
     if request.full_frame and request.reference_kps_path is not None and request.reference_kps_space == "output":
         raise InputError(
             "with --full_frame the reference kps are in the photo's own pixels; drop --reference_kps_in output"
@@ -448,7 +444,7 @@ def run_generation(
         offload=request.offload,
         window_batch_size=request.window_batch_size,
         compile_unet=request.compile_unet,
-        process_group=None if distributed is None else distributed.group,
+        process_group=None if distributed is None else torch.distributed.group.WORLD,
     )
     settings = SamplingSettings.from_values(
         request.num_inference_steps, request.guidance_scale, request.reference_attention_weight,

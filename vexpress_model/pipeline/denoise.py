@@ -105,7 +105,6 @@ class WindowDenoiser:
     compat: Compat
     settings: SamplingSettings
     hooks: Hooks
-    stats: dict[str, int]
     process_group: Any = None
 
     def run(
@@ -176,8 +175,6 @@ class WindowDenoiser:
             audio_attention_weight=settings.audio_attention_weight,
             uncond=uncond,
         )
-        self.stats["unet_calls"] += 1
-        self.stats["unet_images"] += int(prediction.shape[0] * prediction.shape[2])
         if self.compat != "original":
             prediction = prediction.float()
         if not cfg:
