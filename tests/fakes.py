@@ -218,3 +218,12 @@ def run_stages(pipeline: Any, num_frames: int, windows: Any, settings: Any, size
     tokens = pipeline.project_audio(audio)
     latents = pipeline.sample(reference, kps, tokens, windows, settings, hooks)
     return latents, (reference, kps, tokens)
+
+
+def fake_features(num_frames: int, audio_in: int = 6, seed: int = 0) -> Any:
+    """wav2vec2-like features ``[2 * num_frames, audio_in]`` (two per frame at the fakes' 0.4 s / 12 frames) as the
+    typed audio ``generate`` takes, for pipelines over :func:`make_fake_models` (which have no wav2vec2)."""
+    from vexpress_model.conditioning.audio_features import Wav2Vec2Features
+
+    generator = torch.Generator().manual_seed(seed)
+    return Wav2Vec2Features(torch.randn((2 * num_frames, audio_in), generator=generator).numpy())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.fakes import make_fake_models, make_inputs, run_stages
+from tests.fakes import fake_features, make_fake_models, make_inputs, run_stages
 from vexpress_model.errors import GenerationCancelled, InputError
 from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
 from vexpress_model.pipeline.sampler import VExpressPipeline, frames_to_uint8
@@ -188,6 +188,7 @@ def test_dumps_have_the_parity_names_and_shapes():
     hooks = Hooks(dump=lambda name, array: dumped.__setitem__(name, array))
     pipeline = VExpressPipeline(models, compat="original", decode_chunk_frames=5)
     image, kps_images, audio = make_inputs(24)
+    audio = fake_features(len(kps_images))  # the typed audio generate takes
     chunks = list(pipeline.generate(image, kps_images, audio, plan, SamplingSettings(STEPS, 3.5, 1, 1, 0), hooks))
     frames = np.concatenate(chunks)
     assert frames.dtype == np.uint8 and frames.shape == (24, 32, 32, 3)

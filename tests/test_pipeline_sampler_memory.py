@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.fakes import make_fake_models, make_inputs, run_stages
+from tests.fakes import fake_features, make_fake_models, make_inputs, run_stages
 from vexpress_model.conditioning.audio_features import Wav2Vec2Features, Waveform16k
 from vexpress_model.errors import GenerationCancelled
 from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
@@ -66,6 +66,7 @@ def test_pipeline_enters_each_stage_with_only_its_networks():
     placement = RecordingPlacement()
     pipeline = VExpressPipeline(models, placement=placement)
     image, kps_images, audio = make_inputs(12)
+    audio = fake_features(len(kps_images))  # the typed audio generate takes
     chunks = pipeline.generate(image, kps_images, audio, plan_frames(0.4, 30, 8, 4), SamplingSettings(2, 3.5, 1, 1, 0))
     list(chunks)
     pipeline.finish()
@@ -135,6 +136,7 @@ def test_offload_on_cuda_holds_only_the_stage_networks():
     models = make_fake_models()
     pipeline = VExpressPipeline(models, device="cuda", offload=True)
     image, kps_images, audio = make_inputs(12)
+    audio = fake_features(len(kps_images))  # the typed audio generate takes
     seen = {}
     original_forward = models.denoising_unet.forward
 
@@ -166,6 +168,7 @@ def test_long_clips_keep_kps_features_in_host_memory():
     offloading always), and sampling reads them from there with the same result."""
     models = make_fake_models()
     image, kps_images, audio = make_inputs(12)
+    audio = fake_features(len(kps_images))  # the typed audio generate takes
     plan = plan_frames(0.4, 30, 8, 4)
     settings = SamplingSettings(2, 3.5, 1, 1, 0)
     results, stores = [], []
@@ -289,6 +292,7 @@ def test_very_long_clips_recompute_kps_features_per_window():
     frames as a run that stores them, and the guider is placed beside the UNet for it."""
     models = make_fake_models()
     image, kps_images, audio = make_inputs(20)
+    audio = fake_features(len(kps_images))  # the typed audio generate takes
     plan = plan_frames(20 / 30, 30, 8, 4)
     settings = SamplingSettings(2, 3.5, 1, 1, 0)
     source = lambda start, stop: kps_images[start:stop]  # noqa: E731 -- drawn on demand, as the CLI does
