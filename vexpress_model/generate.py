@@ -71,16 +71,18 @@ def check_request(request: GenerationRequest, *, writes_output: bool = True) -> 
     if request.full_frame and request.compat == "original":
         raise InputError("--full_frame is an addition the original does not have; use it with --compat fixed")
     if request.full_frame:
-        from .conditioning.face_crop import check_crop_scale
+        from .conditioning.face_crop import check_crop_scale, check_face_box
+        from .inputs.image import image_file_size
         from .outputs.paste_back import check_paste_settings
 
         check_crop_scale(request.crop_scale)
+        if request.face_box is not None:  # against the photo's size from its header (no decoding)
+            check_face_box(request.face_box, *image_file_size(request.reference_image))
         check_paste_settings(request.feather, request.color_match, request.max_side)
         check_choice(request.crop_border, CROP_BORDER_MODES, "--crop_border")
     if request.full_frame and request.reference_kps_path is not None and request.reference_kps_space == "output":
-        raise InputError(
-            "with --full_frame the reference kps are in the photo's own pixels; drop --reference_kps_in output"
-        )
+        raise InputError("with --full_frame the reference kps are in the photo's own pixels; drop "
+                         "--reference_kps_in output")
     check_output_path(request.output, create=False)
 
 
@@ -177,7 +179,7 @@ def _face_detector(request: GenerationRequest, paths: Any, device: Any) -> Any:
     from .inputs.face_backends import create_face_detector
 
     return create_face_detector(request.face_detector, paths.insightface_root, device=device.type,
-                                gpu_id=device.index or 0)
+                                gpu_id=device.index or 0, quiet_native_logs=request.quiet_native_logs)
 
 
 def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> np.ndarray:
@@ -205,9 +207,11 @@ def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> 
 def full_frame_reference(request: GenerationRequest, full: np.ndarray, paths: Any, device: Any) -> Any:
     """Full-frame mode: the face crop (``CroppedReference``) of the whole reference image ``full``."""
     from .conditioning.face_crop import crop_reference
-    from .inputs.kps import load_reference_kps
+    from .inputs.kps import check_points_in_frame, load_reference_kps
 
-    kps = load_reference_kps(request.reference_kps_path) if request.reference_kps_path is not None else None
+    kps = None if request.reference_kps_path is None else check_points_in_frame(
+        load_reference_kps(request.reference_kps_path), full.shape[1], full.shape[0],
+        f"reference kps file {request.reference_kps_path}")
     name = f"reference image {request.reference_image}"
     if kps is not None:
         cropped = crop_reference(full, request.width, request.height, kps=kps, crop_scale=request.crop_scale,

@@ -90,12 +90,25 @@ def torchrun_launch(environ: Mapping[str, str] | None = None) -> Launch | None:
 
 def process_device(device: str, launch: Launch | None) -> str:
     """The device a process runs on: as asked outside torchrun; under torchrun ``auto`` and ``cuda`` mean
-    ``cuda:LOCAL_RANK`` (one GPU per process; ``auto`` without CUDA means the CPU)."""
+    ``cuda:LOCAL_RANK`` (one GPU per process; ``auto`` without CUDA means the CPU). ``cuda`` on a machine without
+    CUDA, or with fewer GPUs than processes, is a :class:`DistributedSetupError` (torch would fail deep inside
+    ``set_device`` otherwise)."""
     if launch is None:
         return device
     if device in ("auto", "cuda"):
-        if device == "auto" and not torch.cuda.is_available():
-            return "cpu"
+        if not torch.cuda.is_available():
+            if device == "auto":
+                return "cpu"
+            raise DistributedSetupError(
+                "--device cuda was asked for but this torch build sees no CUDA GPU; use --device cpu (every "
+                "process then runs on the CPU)", same_on_every_process=True,
+            )
+        gpus = torch.cuda.device_count()
+        if launch.local_rank >= gpus:
+            raise DistributedSetupError(
+                f"{launch.name()}: each process takes its own GPU (cuda:LOCAL_RANK), but this machine has {gpus}; "
+                f"start torchrun with --nproc_per_node {gpus} or fewer, or use --device cpu"
+            )
         return f"cuda:{launch.local_rank}"
     if device != "cpu":
         raise DistributedSetupError(
