@@ -79,6 +79,7 @@ def main() -> None:
     from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
     from vexpress_model.pipeline.sampler import VExpressPipeline
     from vexpress_model.pipeline.windows import plan_frames
+    from vexpress_model.testing.counting import CallCounter
     from vexpress_model.testing.reference_loop import original_style_sample
 
     device = torch.device(args.device)
@@ -137,6 +138,7 @@ def main() -> None:
             print(f"  step {len(step_ends)}/{args.steps} ({done}/{total} UNet calls) "
                   f"{step_ends[-1] - (step_ends[-2] if len(step_ends) > 1 else marks['prep']):.2f} s", flush=True)
 
+    calls = CallCounter(models)
     mark("start")
     reference = pipeline.encode_reference(reference_image(res))
     kps = pipeline.encode_kps(source, plan.num_frames)
@@ -155,18 +157,18 @@ def main() -> None:
     steps = [b - a for a, b in zip([marks["prep"]] + step_ends[:-1], step_ends)]
     step_s = statistics.median(steps[1:] or steps)
     gen = marks["decode"] - marks["start"]
-    batches = pipeline.stats["unet_calls"] // max(1, args.steps)
+    batches = calls["unet"] // max(1, args.steps)
     dtype_name = str(dtype).replace("torch.", "")
     print()
     print(f"audio {args.seconds:g} s -> {plan.num_frames} frames @ {plan.fps:g} fps, {len(plan.windows)} windows of "
           f"{args.context_frames}, {batches} UNet call(s) per step "
-          f"({pipeline.stats['unet_images'] // max(1, pipeline.stats['unet_calls'])} images each), "
+          f"({calls['unet_images'] // max(1, calls['unet'])} images each), "
           f"{args.steps} steps, CFG {args.guidance}, {dtype_name}, compile={args.compile}, offload={args.offload}")
     print(f"prep (reference + kps + audio tokens): {marks['prep'] - marks['start']:.2f} s")
     print(f"sampling: {marks['sample'] - marks['prep']:.2f} s, median step {step_s:.3f} s, "
           f"per window-step {step_s / len(plan.windows) * 1000:.1f} ms")
     print(f"decode: {marks['decode'] - marks['sample']:.2f} s for {frames} frames "
-          f"({pipeline.stats['vae_decode_calls']} VAE calls)")
+          f"({calls['vae_decode']} VAE calls)")
     print(f"generation: {gen:.2f} s = {gen / plan.num_frames:.3f} s per frame "
           f"({gen / args.seconds:.2f} s per audio second)")
     print(f"peak VRAM: {peak:.2f} GiB allocated, {reserved:.2f} GiB reserved")

@@ -52,6 +52,7 @@ def worker(args: argparse.Namespace) -> dict:
     from vexpress_model.pipeline.hooks import SamplingSettings
     from vexpress_model.pipeline.sampler import VExpressPipeline
     from vexpress_model.pipeline.windows import plan_frames
+    from vexpress_model.testing.counting import CallCounter
 
     torch.set_num_threads(args.threads)
     size = SIZES[args.size]
@@ -75,17 +76,18 @@ def worker(args: argparse.Namespace) -> dict:
     kps = pipeline.encode_kps(source, plan.num_frames)
     tokens = pipeline.project_audio(windows_in)
     sample_start = clock()
-    latents = pipeline.sample(reference, kps, tokens, plan, settings)
+    with CallCounter(models) as calls:
+        latents = pipeline.sample(reference, kps, tokens, plan, settings)
     sample_end = clock()
     frames = np.concatenate(list(pipeline.decode(latents)))
     pipeline.finish()
     end, wall = clock(), time.perf_counter() - wall_start
     np.savez(args.out, latents=latents.float().cpu().numpy(), frames=frames)
     return {"mode": args.mode, "settings": {**values, "num_inference_steps": settings.num_inference_steps},
-            "frames": plan.num_frames, "windows": len(plan.windows), "unet_calls": pipeline.stats["unet_calls"],
+            "frames": plan.num_frames, "windows": len(plan.windows), "unet_calls": calls["unet"],
             "full_calls": full_calls[0], "cpu_s": end - start, "sample_s": sample_end - sample_start,
             "wall_s": wall, "peak_rss_mb": peak_rss_mb(),
-            "feature_cache_mb": pipeline.stats.get("feature_cache_bytes", 0) / 2**20}
+            "feature_cache_mb": pipeline.feature_cache_bytes / 2**20}
 
 
 def psnr(a, b) -> float:

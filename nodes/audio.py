@@ -29,9 +29,8 @@ class VExpressAudioEmbed(io.ComfyNode):
     def execute(cls, pipe, audio, fps: float, compat: str = "fixed") -> io.NodeOutput:
         from ..vexpress_model.inputs.audio import audio_from_comfy, to_mono_16k
         from ..vexpress_model.pipeline.hooks import Hooks
-        from ..vexpress_model.pipeline.sampler import VExpressPipeline
         from ..vexpress_model.pipeline.windows import frame_count
-        from .memory_management import ComfyPlacement, compute_device
+        from .memory_management import make_pipeline
         from .progress import cancel_check
 
         audio = _types.first_audio_item(_types.require_audio(audio, "audio"))
@@ -40,8 +39,7 @@ class VExpressAudioEmbed(io.ComfyNode):
         duration_s = len(waveform_16k) / 16000.0
         num_frames = frame_count(duration_s, fps)
 
-        placement = ComfyPlacement(pipe.patchers, offload=pipe.offload)
-        pipeline = VExpressPipeline(pipe.models, device=compute_device(), placement=placement, offload=pipe.offload)
+        pipeline = make_pipeline(pipe)
         try:
             features = pipeline.audio_features(waveform_16k, Hooks(cancel=cancel_check()))
         finally:

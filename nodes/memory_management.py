@@ -71,6 +71,16 @@ def compute_device():
     return _comfy.model_management().get_torch_device()
 
 
+def make_pipeline(pipe: Any, compat: str = "fixed") -> Any:
+    """The library's ``VExpressPipeline`` over a loaded pipe: on ComfyUI's device, under ComfyUI's memory
+    management, in the pipe's offload mode."""
+    from ..vexpress_model.pipeline.sampler import VExpressPipeline
+
+    placement = ComfyPlacement(pipe.patchers, offload=pipe.offload)
+    return VExpressPipeline(pipe.models, device=compute_device(), compat=compat, placement=placement,
+                            offload=pipe.offload)
+
+
 class ComfyPlacement:
     """The library's ``Placement`` protocol over ComfyUI's model management (see the module docstring).
 
@@ -121,11 +131,11 @@ class ComfyPlacement:
     def _ensure_on_device(self, patcher: Any) -> None:
         import torch
 
+        from ..vexpress_model.pipeline.memory import module_device
+
         target = torch.device(patcher.load_device)
-        for tensor in patcher.model.network.parameters():
-            device = tensor.device
-            break
-        else:
+        device = module_device(patcher.model.network)
+        if device is None:
             return
         if device.type == target.type and (target.index is None or device.index == target.index):
             return
@@ -148,12 +158,12 @@ class ComfyPlacement:
                 if loaded.model_unload():
                     mm.current_loaded_models.pop(index)
                     unloaded = True
+        from ..vexpress_model.pipeline.memory import module_device
+
         for patcher in patchers:  # a network moved by _ensure_on_device is not in ComfyUI's list
-            network = patcher.model.network
-            for tensor in network.parameters():
-                if tensor.device != patcher.offload_device:
-                    network.to(patcher.offload_device)
-                    unloaded = True
-                break
+            device = module_device(patcher.model.network)
+            if device is not None and device != patcher.offload_device:
+                patcher.model.network.to(patcher.offload_device)
+                unloaded = True
         if unloaded:
             mm.soft_empty_cache()

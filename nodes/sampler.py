@@ -62,10 +62,9 @@ class VExpressSampler(io.ComfyNode):
         from ..vexpress_model.options import check_scheduler_compat
         from ..vexpress_model.outputs.median_filter import median_filter_enabled, median_filtered_chunks
         from ..vexpress_model.pipeline.hooks import Hooks, SamplingSettings
-        from ..vexpress_model.pipeline.sampler import VExpressPipeline
         from ..vexpress_model.pipeline.speed_presets import speed_values
         from ..vexpress_model.pipeline.windows import FramePlan, context_windows
-        from .memory_management import ComfyPlacement, compute_device
+        from .memory_management import make_pipeline
         from .progress import cancel_check, progress_reporter, stage_progress
 
         num_frames = audio_embeds.num_frames
@@ -79,9 +78,7 @@ class VExpressSampler(io.ComfyNode):
                                 keep_matching_length=True).points
         kps_images = kps_image_source(points, width, height)
 
-        placement = ComfyPlacement(pipe.patchers, offload=pipe.offload)
-        pipeline = VExpressPipeline(pipe.models, device=compute_device(), compat=compat, placement=placement,
-                                    offload=pipe.offload)
+        pipeline = make_pipeline(pipe, compat)
         # The steps widget counts for exact; balanced and fast bring their own step count. Unset advanced inputs
         # ("preset", 0) take the preset's value.
         fast_modes = speed_values(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -119,3 +120,46 @@ def running_server(base: Path, model_folder: Path, how_to: str, model_names: tup
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+# ------------------------------------------------------------------------------------ shared by the server tests
+
+FPS = 6.0
+# Small settings for the tiny model: every example workflow runs in seconds on a CPU.
+SMALL = {
+    "LoadVExpressModels": {"model": "tiny"},
+    "VExpressAudioEmbed": {"fps": FPS},
+    "VExpressRetargetKps": {"width": 64, "height": 64},
+    "VExpressFaceCrop": {"width": 64, "height": 64},
+    "VExpressSampler": {"width": 64, "height": 64, "steps": 2, "context_frames": 8, "context_overlap": 2},
+}
+HOW_TO = (
+    "put a ComfyUI checkout (>= 0.3.64) at ../shared/comfyui/ComfyUI beside the repository (or set COMFYUI_PATH) "
+    "and run `bash scripts/test.sh`, which builds .venv-comfy and sets COMFYUI_PYTHON; see this file's docstring"
+)
+
+
+def small_graph(graph: dict, **extra) -> dict:
+    graph = json.loads(json.dumps(graph))
+    for node in graph.values():
+        for key, value in {**SMALL.get(node["class_type"], {}), **extra.get(node["class_type"], {})}.items():
+            if not isinstance(node["inputs"].get(key), list):  # keep links
+                node["inputs"][key] = value
+    return graph
+
+
+def expected_frames(audio_file: str, fps: float) -> int:
+    import math
+
+    import av
+
+    with av.open(str(REPO / "example_workflows" / "input" / audio_file)) as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(stream))
+        rate = stream.rate
+    return max(1, math.floor(samples * 16000 / rate / 16000 * fps + 0.5))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model_dir):
+    with running_server(tmp_path_factory.mktemp("comfyui"), tiny_model_dir, HOW_TO) as running:
+        yield running

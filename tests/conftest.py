@@ -164,3 +164,20 @@ def fix_face_kps(node, portrait, embeds):
     return node("kps").VExpressRetargetKps.execute(
         reference_image=portrait, strategy="fix_face", frame_count=embeds[2], fps=embeds[3], compat="fixed", **SMALL
     )
+
+
+@pytest.fixture()
+def good_args(tiny_model_with_detector: Path, media_dir: Path, tmp_path: Path) -> dict[str, str]:
+    return {
+        "--model_dir": str(tiny_model_with_detector),
+        "--reference_image_path": str(media_dir / "portrait.png"),
+        "--audio_path": str(media_dir / "speech_16000_mono.wav"),
+        "--retarget_strategy": "fix_face",
+        "--num_inference_steps": "1",
+        "--image_width": "64",
+        "--image_height": "64",
+        "--device": "cpu",
+        "--output_path": str(tmp_path / "out" / "video.mp4"),
+        "--no_download": "",
+        "--quiet": "",
+    }

@@ -11,12 +11,12 @@ import json
 import shutil
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.cli_checks import read_video, run_bad
 from vexpress_model.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -33,27 +33,6 @@ def case_argv(parity_dir: Path, case: str, out: Path) -> list[str]:
     for name, value in spec["fixed_args"].items():
         argv += [f"--{name}", str(value)]
     return argv + ["--output_path", str(out / "out.mp4"), "--dump_dir", str(out / "dump"), "--quiet"]
-
-
-def read_video(path: Path) -> dict:
-    import av
-
-    with av.open(str(path)) as container:
-        video = container.streams.video[0]
-        audio = container.streams.audio[0] if container.streams.audio else None
-        info = {
-            "codec": video.codec_context.name,
-            "pix_fmt": video.codec_context.pix_fmt,
-            "fps": Fraction(video.average_rate),
-            "size": (video.codec_context.width, video.codec_context.height),
-            "frames": sum(1 for _ in container.decode(video)),
-        }
-        if audio is not None:
-            container.seek(0)
-            samples = sum(frame.samples for frame in container.decode(audio))
-            info.update(audio_codec=audio.codec_context.name, audio_s=samples / audio.rate, audio_rate=audio.rate,
-                        audio_channels=audio.codec_context.channels)
-    return info
 
 
 @pytest.mark.parametrize("case", PARITY_CASES)
@@ -131,37 +110,6 @@ def test_cli_driving_kps_and_offload(tiny_model_with_detector: Path, media_dir: 
 
 
 # ------------------------------------------------------------------------------------------- bad input
-
-
-@pytest.fixture()
-def good_args(tiny_model_with_detector: Path, media_dir: Path, tmp_path: Path) -> dict[str, str]:
-    return {
-        "--model_dir": str(tiny_model_with_detector),
-        "--reference_image_path": str(media_dir / "portrait.png"),
-        "--audio_path": str(media_dir / "speech_16000_mono.wav"),
-        "--retarget_strategy": "fix_face",
-        "--num_inference_steps": "1",
-        "--image_width": "64",
-        "--image_height": "64",
-        "--device": "cpu",
-        "--output_path": str(tmp_path / "out" / "video.mp4"),
-        "--no_download": "",
-        "--quiet": "",
-    }
-
-
-def run_bad(args: dict[str, str], capsys: pytest.CaptureFixture[str], **changes: str) -> str:
-    merged = {**args, **changes}
-    argv = [part for key, value in merged.items() for part in ((key, value) if value else (key,))]
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    output = Path(merged["--output_path"])
-    leftovers = list(output.parent.iterdir()) if output.parent.is_dir() else []
-    assert leftovers == [], f"partial output left behind: {leftovers}"
-    return lines[0]
 
 
 def test_missing_image(good_args, capsys, tmp_path):

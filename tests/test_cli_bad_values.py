@@ -8,15 +8,14 @@ import logging
 
 import pytest
 
+from tests.cli_checks import run_bad
 from vexpress_model.cli import main
-
-from .test_cli import good_args, run_bad  # noqa: F401  (good_args is a fixture)
 
 
 @pytest.mark.parametrize(
     "flag", ["--reference_image_path", "--audio_path", "--kps_path", "--reference_kps_path", "--motion_module_path"]
 )
-def test_directory_instead_of_a_file(good_args, capsys, tmp_path, flag):  # noqa: F811
+def test_directory_instead_of_a_file(good_args, capsys, tmp_path, flag):
     folder = tmp_path / "a_folder"
     folder.mkdir()
     changes = {flag: str(folder)}
@@ -27,7 +26,7 @@ def test_directory_instead_of_a_file(good_args, capsys, tmp_path, flag):  # noqa
     assert "does not exist" not in message
 
 
-def test_too_many_steps_refused_before_loading_models(good_args, capsys, tmp_path):  # noqa: F811
+def test_too_many_steps_refused_before_loading_models(good_args, capsys, tmp_path):
     # A model folder that does not exist: had the models been looked at, the error would be about them.
     message = run_bad(good_args, capsys, **{"--num_inference_steps": "1001", "--model_dir": str(tmp_path / "none")})
     assert message == (
@@ -38,19 +37,19 @@ def test_too_many_steps_refused_before_loading_models(good_args, capsys, tmp_pat
 @pytest.mark.parametrize("flag", ["--guidance_scale", "--reference_attention_weight", "--audio_attention_weight",
                                   "--fps"])
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
-def test_non_finite_floats(good_args, capsys, flag, value):  # noqa: F811
+def test_non_finite_floats(good_args, capsys, flag, value):
     message = run_bad(good_args, capsys, **{f"{flag}={value}": ""})  # "=": -inf is not taken for a flag
     assert f"{flag} must be a finite number, got {float(value)!r}" in message
 
 
-def test_reference_kps_far_outside_the_frame(good_args, capsys, tmp_path):  # noqa: F811
+def test_reference_kps_far_outside_the_frame(good_args, capsys, tmp_path):
     kps = tmp_path / "ref.json"
     kps.write_text(json.dumps([[20, 25], [44, 25], [1e9, 40]]))
     message = run_bad(good_args, capsys, **{"--reference_kps_path": str(kps)})
     assert "far outside the 64x64 frame" in message and "ref.json" in message
 
 
-def test_reference_kps_a_little_outside_only_warns(good_args, tmp_path, caplog):  # noqa: F811
+def test_reference_kps_a_little_outside_only_warns(good_args, tmp_path, caplog):
     from vexpress_model.cli import build_parser
     from vexpress_model.generate import reference_keypoints, request_from_cli_args
 
@@ -65,7 +64,7 @@ def test_reference_kps_a_little_outside_only_warns(good_args, tmp_path, caplog):
     assert any("outside the 64x64 frame" in r.getMessage() for r in caplog.records)
 
 
-def test_reference_kps_in_the_portraits_own_pixels(good_args, media_dir, tmp_path):  # noqa: F811
+def test_reference_kps_in_the_portraits_own_pixels(good_args, media_dir, tmp_path):
     from PIL import Image
 
     from vexpress_model.cli import build_parser
@@ -88,7 +87,7 @@ def test_help_says_which_pixels(capsys):
     assert "portrait's own pixels with --reference_kps_in image (always with --full_frame)" in text
 
 
-def test_valid_values_are_kept(good_args):  # noqa: F811
+def test_valid_values_are_kept(good_args):
     from vexpress_model.cli import build_parser
     from vexpress_model.generate import check_request, request_from_cli_args
 
@@ -98,7 +97,7 @@ def test_valid_values_are_kept(good_args):  # noqa: F811
 
 
 @pytest.mark.parametrize("extra", [{}, {"--full_frame": ""}])
-def test_a_decompression_bomb_image_is_refused_before_decoding(good_args, capsys, tmp_path, extra):  # noqa: F811
+def test_a_decompression_bomb_image_is_refused_before_decoding(good_args, capsys, tmp_path, extra):
     from tests.media import png_header_only
 
     bomb = png_header_only(tmp_path / "bomb.png", 20000, 20000)  # 45 bytes claiming 400 megapixels
@@ -108,7 +107,7 @@ def test_a_decompression_bomb_image_is_refused_before_decoding(good_args, capsys
                        "any image editor)")
 
 
-def test_full_frame_reference_kps_far_outside_the_photo(good_args, capsys, tmp_path):  # noqa: F811
+def test_full_frame_reference_kps_far_outside_the_photo(good_args, capsys, tmp_path):
     kps = tmp_path / "ref.json"
     kps.write_text(json.dumps([[200, 250], [300, 250], [1e9, 300]]))
     message = run_bad(good_args, capsys, **{"--reference_kps_path": str(kps), "--full_frame": ""})

@@ -1,19 +1,25 @@
 """The full-frame example workflow (LoadImage -> FaceCrop -> ... -> SaveVideo pasting back) in a real ComfyUI server:
 the video has the landscape photo's size, outside the face crop it is the photo (within H.264 rounding), inside it
-is the generated face. Same server set-up as tests/test_comfyui_integration.py (its fixtures; needs COMFYUI_PATH
-and COMFYUI_PYTHON, else skipped with a how-to)."""
+is the generated face. Same server set-up as tests/test_comfyui_integration.py (tests/comfy_server.py; needs
+COMFYUI_PATH and COMFYUI_PYTHON, else skipped with a how-to)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.test_comfyui_integration import FPS, PACK_FOLDER, REPO, _expected_frames, _small, server  # noqa: F401
+from tests import comfy_server
+from tests.comfy_server import FPS, REPO, expected_frames, small_graph
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
+if not os.environ.get("COMFYUI_PATH") or not os.environ.get("COMFYUI_PYTHON"):
+    pytest.skip(f"no ComfyUI to test against: {comfy_server.HOW_TO}", allow_module_level=True)
+
+server = comfy_server.server  # the module's server fixture
 
 # The stand-in detector puts a large face in the middle of any picture; a tight crop leaves a border around it.
 CROP_SCALE = 1.2
@@ -40,12 +46,12 @@ def _crop_the_server_makes(photo: np.ndarray, tmp_path: Path):
         return crop_reference(photo, 64, 64, detector=detector, crop_scale=CROP_SCALE).crop
 
 
-def test_full_frame_workflow_pastes_the_face_into_the_photo(server, tmp_path: Path) -> None:  # noqa: F811
+def test_full_frame_workflow_pastes_the_face_into_the_photo(server, tmp_path: Path) -> None:
     from PIL import Image
 
     from vexpress_model.outputs.video import write_video
 
-    graph = _small(json.loads(WORKFLOW.read_text()), VExpressFaceCrop={"crop_scale": CROP_SCALE})
+    graph = small_graph(json.loads(WORKFLOW.read_text()), VExpressFaceCrop={"crop_scale": CROP_SCALE})
     kinds = {node["class_type"] for node in graph.values()}
     assert {"VExpressFaceCrop", "VExpressSaveVideo"} <= kinds and "VExpressPasteBack" not in kinds
     save = next(n["inputs"] for n in graph.values() if n["class_type"] == "VExpressSaveVideo")
@@ -56,7 +62,7 @@ def test_full_frame_workflow_pastes_the_face_into_the_photo(server, tmp_path: Pa
     assert len(videos) == 1, files
     video = _decode(videos[0])
     photo = np.asarray(Image.open(PHOTO).convert("RGB"))
-    assert video.shape == (_expected_frames("vexpress_speech.wav", FPS), *photo.shape)
+    assert video.shape == (expected_frames("vexpress_speech.wav", FPS), *photo.shape)
 
     crop = _crop_the_server_makes(photo, tmp_path)
     outside = np.ones(photo.shape[:2], bool)

@@ -14,32 +14,21 @@ import os
 import time
 import urllib.parse
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
 
 from tests import comfy_server
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = comfy_server.REPO
 PACK_FOLDER = comfy_server.PACK_FOLDER
+FPS, SMALL, HOW_TO = comfy_server.FPS, comfy_server.SMALL, comfy_server.HOW_TO
+_small, _expected_frames = comfy_server.small_graph, comfy_server.expected_frames
+server = comfy_server.server  # the module's server fixture
 PACK_NODES = (
     "LoadVExpressModels", "VExpressAudioEmbed", "VExpressExtractKps", "VExpressLoadKps", "VExpressSaveKps",
     "VExpressRetargetKps", "VExpressSampler", "VExpressSaveVideo", "VExpressFaceCrop", "VExpressPasteBack",
 )
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-FPS = 6.0
-# Small settings for the tiny model: every example workflow runs in seconds on a CPU.
-SMALL = {
-    "LoadVExpressModels": {"model": "tiny"},
-    "VExpressAudioEmbed": {"fps": FPS},
-    "VExpressRetargetKps": {"width": 64, "height": 64},
-    "VExpressFaceCrop": {"width": 64, "height": 64},
-    "VExpressSampler": {"width": 64, "height": 64, "steps": 2, "context_frames": 8, "context_overlap": 2},
-}
-HOW_TO = (
-    "put a ComfyUI checkout (>= 0.3.64) at ../shared/comfyui/ComfyUI beside the repository (or set COMFYUI_PATH) "
-    "and run `bash scripts/test.sh`, which builds .venv-comfy and sets COMFYUI_PYTHON; see this file's docstring"
-)
 FIX_FACE = "V-Express 2 - Any speech, still head (fix_face).json"
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
@@ -51,35 +40,8 @@ api = comfy_server.api
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_model_dir):
-    with comfy_server.running_server(tmp_path_factory.mktemp("comfyui"), tiny_model_dir, HOW_TO) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def object_info(server):
     return api.get_json(server.url, "/object_info")
-
-
-def _small(graph: dict, **extra) -> dict:
-    graph = json.loads(json.dumps(graph))
-    for node in graph.values():
-        for key, value in {**SMALL.get(node["class_type"], {}), **extra.get(node["class_type"], {})}.items():
-            if not isinstance(node["inputs"].get(key), list):  # keep links
-                node["inputs"][key] = value
-    return graph
-
-
-def _expected_frames(audio_file: str, fps: float) -> int:
-    import math
-
-    import av
-
-    with av.open(str(REPO / "example_workflows" / "input" / audio_file)) as container:
-        stream = container.streams.audio[0]
-        samples = sum(frame.samples for frame in container.decode(stream))
-        rate = stream.rate
-    return max(1, math.floor(samples * 16000 / rate / 16000 * fps + 0.5))
 
 
 # ------------------------------------------------------------------------------------------ registration

@@ -124,7 +124,7 @@ def test_several_processes_give_the_single_process_output(
     nproc: int, compat: str, single_runs: dict[str, Path], tiny_model_with_detector: Path, media_dir: Path,
     tmp_path: Path,
 ) -> None:
-    from tests.test_cli import read_video
+    from tests.cli_checks import read_video
 
     result = torchrun(nproc, ["-m", "vexpress_model", *_flags(tiny_model_with_detector, media_dir, tmp_path, compat),
                               "--dist_timeout", "120"], cwd=tmp_path)

@@ -77,7 +77,7 @@ def test_download_fetches_only_the_missing_files_into_place(tmp_path, fake_hub):
     calls, _ = fake_hub
     (tmp_path / "vae").mkdir()
     (tmp_path / "vae" / "config.json").write_text("{}")
-    plan = download.comfyui_layout_plan(tmp_path / "vexpress", vae_dir=tmp_path / "vae")
+    plan = download.checkpoint_files(tmp_path / "vexpress") + download.vae_files(tmp_path / "vae")
     progress = []
     fetched = download.ensure_files(plan, download=True, progress=lambda done, total, label: progress.append(done))
     assert ("stabilityai/sd-vae-ft-mse", "config.json") not in calls
@@ -91,7 +91,7 @@ def test_download_fetches_only_the_missing_files_into_place(tmp_path, fake_hub):
 def test_offline_download_names_every_file_still_missing(tmp_path, fake_hub):
     _, state = fake_hub
     state["fail_after"] = 2
-    plan = download.comfyui_layout_plan(tmp_path / "vexpress")
+    plan = download.checkpoint_files(tmp_path / "vexpress")
     with pytest.raises(ModelFolderError) as error:
         download.ensure_files(plan, download=True)
     message = str(error.value)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_cli import good_args, run_bad  # noqa: F401  (good_args is a fixture)
+from tests.cli_checks import run_bad
 from tests.torchrun import torchrun
 from vexpress_model.cli import build_parser, main
 from vexpress_model.errors import InputError
@@ -21,6 +21,7 @@ from vexpress_model.pipeline.sampler import VExpressPipeline
 from vexpress_model.pipeline.speed import cache_bytes
 from vexpress_model.pipeline.speed_presets import PRESETS
 from vexpress_model.request import GenerationRequest, request_from_cli_args
+from vexpress_model.testing.counting import CallCounter
 from vexpress_model.testing.short_clip import CONTEXT_FRAMES, NUM_FRAMES, load_tiny_models, short_clip_inputs
 
 # ---------------------------------------------------------------------------------------------- bad values
@@ -34,7 +35,7 @@ from vexpress_model.testing.short_clip import CONTEXT_FRAMES, NUM_FRAMES, load_t
     ("--scheduler", "dpm", "argument --scheduler: invalid choice: 'dpm'"),
     ("--speed", "turbo", "argument --speed: invalid choice: 'turbo'"),
 ])
-def test_bad_fast_mode_flags_are_one_line_with_exit_2(good_args, capsys, flag, value, says):  # noqa: F811
+def test_bad_fast_mode_flags_are_one_line_with_exit_2(good_args, capsys, flag, value, says):
     argv = [part for key, item in {**good_args, flag: value}.items() for part in ((key, item) if item else (key,))]
     with pytest.raises(SystemExit) as stopped:
         main(argv)
@@ -44,7 +45,7 @@ def test_bad_fast_mode_flags_are_one_line_with_exit_2(good_args, capsys, flag, v
 
 
 @pytest.mark.parametrize("chosen", [("--scheduler", "unipc"), ("--speed", "fast")])
-def test_compat_original_with_another_solver_names_both_flags(good_args, capsys, chosen):  # noqa: F811
+def test_compat_original_with_another_solver_names_both_flags(good_args, capsys, chosen):
     message = run_bad(good_args, capsys, **{"--compat": "original", chosen[0]: chosen[1]})
     assert message == (f"error: --compat original reproduces the original's DDIM sampler and cannot be combined "
                        f"with {chosen[0]} {chosen[1]}; drop one of them")
@@ -162,9 +163,10 @@ def _sample(models, offload: bool, settings: SamplingSettings, budget: int | Non
                                 memory_budget_bytes=budget)
     image, source, audio = short_clip_inputs(models)
     plan = plan_frames(NUM_FRAMES / 30.0, 30.0, CONTEXT_FRAMES, 4, "fixed")
-    latents = pipeline.sample(pipeline.encode_reference(image), pipeline.encode_kps(source, NUM_FRAMES),
-                              pipeline.project_audio(audio), plan, settings)
-    return latents, pipeline, placement, plan
+    with CallCounter(models) as calls:
+        latents = pipeline.sample(pipeline.encode_reference(image), pipeline.encode_kps(source, NUM_FRAMES),
+                                  pipeline.project_audio(audio), plan, settings)
+    return latents, pipeline, placement, plan, calls
 
 
 def test_offload_keeps_the_cache_inside_the_memory_budget(tiny_model_dir: Path):
@@ -173,18 +175,18 @@ def test_offload_keeps_the_cache_inside_the_memory_budget(tiny_model_dir: Path):
     unet = models.denoising_unet
     latent_hw = (64 // 8, 64 // 8)
     window_bytes = VExpressPipeline(models, device="cpu").memory.window_bytes(CONTEXT_FRAMES, True, 64, 32)
-    kept, pipeline, placement, plan = _sample(models, False, settings)
+    kept, pipeline, placement, plan, _ = _sample(models, False, settings)
     frames = len(plan.windows) * CONTEXT_FRAMES
     expected = unet.cached_feature_bytes(0, latent_hw) * frames * 2
     assert cache_bytes(unet, settings, frames, True, latent_hw) == expected
     # Kept on the device: the features are what the estimate says, and the denoise stage asks room for them.
-    assert pipeline.stats["feature_cache_bytes"] == expected
+    assert pipeline.feature_cache_bytes == expected
     assert placement.activation_bytes["denoise"] == window_bytes + expected
     # A budget for exactly one window plus the cache: one window per UNet call, the cache still fits.
-    _, pipeline, placement, plan = _sample(models, False, settings, budget=window_bytes + expected)
-    assert pipeline.stats["unet_calls"] == 3 * len(plan.windows)
+    _, pipeline, placement, plan, calls = _sample(models, False, settings, budget=window_bytes + expected)
+    assert calls["unet"] == 3 * len(plan.windows)
     # Offloading: the features stay in host memory, the device is asked for the windows' activations only.
-    offloaded, pipeline, placement, _ = _sample(models, True, settings)
+    offloaded, pipeline, placement, _, _ = _sample(models, True, settings)
     assert placement.activation_bytes["denoise"] == window_bytes
-    assert pipeline.stats["feature_cache_bytes"] == expected
+    assert pipeline.feature_cache_bytes == expected
     torch.testing.assert_close(offloaded, kept, atol=1e-6, rtol=0)

@@ -8,11 +8,11 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.cli_checks import run_bad
 from vexpress_model import cli, validation
 from vexpress_model.errors import InputError
 from vexpress_model.generate import _progress_bar, choose_device_and_dtype
@@ -21,8 +21,7 @@ from vexpress_model.pipeline.sampler import VExpressPipeline
 from vexpress_model.pipeline.windows import context_windows, plan_frames
 from vexpress_model.request import GenerationRequest
 
-from .test_cli import good_args, run_bad  # noqa: F401  (good_args is a fixture)
-from .test_pipeline_fakes import make_fake_models, make_inputs
+from .fakes import make_fake_models, make_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +50,7 @@ def test_bad_audio_is_reported_before_missing_weights_without_heavy_imports(medi
     assert "model" not in lines[0] and "no_models_here" not in lines[0]
 
 
-def test_unknown_device_names_the_valid_ones_only(good_args, capsys):  # noqa: F811
+def test_unknown_device_names_the_valid_ones_only(good_args, capsys):
     message = run_bad(good_args, capsys, **{"--device": "tpu"})
     assert message == "error: unknown device 'tpu'; use auto, cpu, cuda, cuda:N or mps"
     for device in ("meta", "cuda:x"):
@@ -63,7 +62,7 @@ def test_unknown_device_names_the_valid_ones_only(good_args, capsys):  # noqa: F
 @pytest.mark.parametrize(("flag", "value", "nearest"), [
     ("--image_width", "70", "64 or 72"), ("--image_height", "100", "96 or 104"), ("--image_width", "4", "8"),
 ])
-def test_image_size_names_the_flag_and_the_nearest_valid_values(good_args, capsys, flag, value, nearest):  # noqa: F811
+def test_image_size_names_the_flag_and_the_nearest_valid_values(good_args, capsys, flag, value, nearest):
     message = run_bad(good_args, capsys, **{flag: value})
     assert message == (f"error: {flag} must be a positive multiple of 8 (the VAE works in 8-pixel blocks), got "
                        f"{value}; use {nearest}")
@@ -78,7 +77,7 @@ def test_image_size_names_the_flag_and_the_nearest_valid_values(good_args, capsy
     ({"--compat": "original", "--context_frames": "32", "--context_overlap": "4", "--fps": "10"},
      "error: the audio lasts 2.000 s, but --compat original needs at least one whole context window (32 frames"),
 ])
-def test_timing_settings_are_named_by_their_flags(good_args, capsys, changes, says):  # noqa: F811
+def test_timing_settings_are_named_by_their_flags(good_args, capsys, changes, says):
     message = run_bad(good_args, capsys, **changes)
     assert message.startswith(says), message
     if "--compat" in changes:
@@ -129,18 +128,33 @@ def test_library_request_keeps_valid_ranges_and_the_cli_shares_them():
     assert cli.MAX_CRF is validation.MAX_CRF == 51
 
 
-def test_sampling_bar_starts_counting_after_the_first_call(capsys):
+def test_sampling_bar_starts_counting_after_the_first_call(capsys, monkeypatch):
     progress, close = _progress_bar(True)
     progress(1, 3, None)
-    time.sleep(0.15)  # past tqdm's refresh interval
-    progress(2, 3, None)
-    time.sleep(0.15)
-    progress(3, 3, None)
+    first = capsys.readouterr().err
+    assert "sampling" in first and "1/3" in first and "?call/s" in first, first  # no rate from one call
     close()
-    ticks = [tick for tick in capsys.readouterr().err.split("\r") if "sampling" in tick]
-    assert "1/3" in ticks[0] and "?call/s" in ticks[0], ticks
-    rates = [float(tick.split(", ")[-1].split("call/s")[0]) for tick in ticks[1:] if "?call/s" not in tick]
-    assert rates and all(rate < 100 for rate in rates), ticks  # about 7 calls/s, not tens of thousands
+
+    made = []
+
+    class RecordingBar:  # tqdm's rate is (n - initial) / elapsed: where the bar starts decides what it measures
+        def __init__(self, *, total, initial, **kwargs):
+            self.total, self.initial, self.n, self.closed = total, initial, initial, False
+            made.append(self)
+
+        def update(self, count):
+            self.n += count
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr("tqdm.auto.tqdm", RecordingBar)
+    progress, close = _progress_bar(True)
+    assert made == []  # no empty bar before the first call has finished
+    for done in (1, 2, 3):
+        progress(done, 3, None)
+    close()
+    assert len(made) == 1 and (made[0].initial, made[0].n, made[0].total, made[0].closed) == (1, 3, 3, True)
 
 
 @pytest.mark.parametrize(("batch", "says"), [

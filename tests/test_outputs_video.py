@@ -9,17 +9,17 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 from tests import media
 from vexpress_model.errors import InputError
-from vexpress_model.outputs.median_filter import MedianFilterStream, median_filter_3d
+from vexpress_model.outputs.median_filter import MedianFilterStream, median_filter_3d, median_filtered_chunks
 from vexpress_model.outputs.video import (
     VideoWriter,
     check_output_path,
-    to_uint8,
-    video_tensor_to_frames,
     write_video,
 )
+from vexpress_model.pipeline.sampler import frames_to_uint8
 
 CASES = ("S1_fix_face", "S2_no_retarget")
 
@@ -54,7 +54,8 @@ def _probe(path: Path) -> dict:
 @pytest.mark.parametrize("case", CASES)
 def test_median_filter_and_truncation_match_the_original(parity_dir: Path, case: str) -> None:
     outputs = parity_dir / "outputs" / case
-    frames = to_uint8(video_tensor_to_frames(np.load(outputs / "video_float.npy")), compat="original")
+    video = torch.from_numpy(np.load(outputs / "video_float.npy"))[0].permute(1, 2, 3, 0)  # [1,3,T,H,W] -> [T,H,W,3]
+    frames = frames_to_uint8(video, "original").numpy()
     np.testing.assert_array_equal(frames, np.load(outputs / "frames_uint8.npy"))
     np.testing.assert_array_equal(median_filter_3d(frames), np.load(outputs / "frames_filtered_uint8.npy"))
 
@@ -75,9 +76,9 @@ def test_streamed_median_filter_on_one_frame() -> None:
 
 
 def test_uint8_conversion() -> None:
-    values = np.array([0.0, 0.5, 0.999, 1.0, 1.2, -0.1], np.float32)
-    np.testing.assert_array_equal(to_uint8(values[:4], "original"), [0, 127, 254, 255])
-    np.testing.assert_array_equal(to_uint8(values, "fixed"), [0, 128, 255, 255, 255, 0])
+    values = torch.tensor([0.0, 0.5, 0.999, 1.0, 1.2, -0.1])
+    assert frames_to_uint8(values[:4], "original").tolist() == [0, 127, 254, 255]
+    assert frames_to_uint8(values, "fixed").tolist() == [0, 128, 255, 255, 255, 0]
 
 
 def test_h264_aac_in_one_file_with_exact_fps(tmp_path: Path) -> None:
@@ -125,9 +126,9 @@ def test_video_content_survives(tmp_path: Path) -> None:
     assert np.abs(decoded.astype(int) - frames).mean() < 6  # 4:2:0 chroma and YUV rounding only
 
 
-def test_median_filter_option(tmp_path: Path) -> None:
+def test_median_filtered_frames_are_written(tmp_path: Path) -> None:
     frames = _frames(9)
-    path = write_video(tmp_path / "out.mp4", [frames[:4], frames[4:]], 30, median_filter=True)
+    path = write_video(tmp_path / "out.mp4", median_filtered_chunks([frames[:4], frames[4:]]), 30)
     assert _probe(path)["frames"] == 9
 
 

@@ -8,7 +8,7 @@ import inspect
 import pytest
 import torch
 
-from tests.test_pipeline_fakes import FakeUNet, FakeUNetOptions
+from tests.fakes import FakeUNet, FakeUNetOptions
 from vexpress_model.pipeline.denoise import UNetLike
 from vexpress_model.pipeline.windows import (
     OriginalWindowAccumulator,

@@ -22,6 +22,7 @@ from vexpress_model.conditioning.audio_features import Waveform16k
 from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
 from vexpress_model.pipeline.sampler import VExpressPipeline
 from vexpress_model.pipeline.windows import context_windows, plan_frames
+from vexpress_model.testing.counting import CallCounter
 from vexpress_model.testing.reference_loop import original_style_sample
 
 models_module = pytest.importorskip("vexpress_model.models")
@@ -75,10 +76,11 @@ def test_parity_from_recorded_conditioning(parity_dir, parity_models, case):
     dumped: dict[str, np.ndarray] = {}
     hooks = Hooks(dump=lambda name, array: dumped.__setitem__(name, array))
     pipeline = VExpressPipeline(parity_models, device="cpu", compat="original")
-    reference = pipeline.encode_reference(torch.from_numpy(np.load(folder / "ref_image_tensor.npy")), hooks)
-    kps = pipeline.encode_kps(np.load(folder / "kps_images.npy"), plan.num_frames, hooks)
-    tokens = pipeline.project_audio(np.load(folder / "audio_proj_input.npy"), hooks)
-    latents = pipeline.sample(reference, kps, tokens, plan, _settings(args), hooks)
+    with CallCounter(parity_models) as calls:
+        reference = pipeline.encode_reference(torch.from_numpy(np.load(folder / "ref_image_tensor.npy")), hooks)
+        kps = pipeline.encode_kps(np.load(folder / "kps_images.npy"), plan.num_frames, hooks)
+        tokens = pipeline.project_audio(np.load(folder / "audio_proj_input.npy"), hooks)
+        latents = pipeline.sample(reference, kps, tokens, plan, _settings(args), hooks)
     frames = np.concatenate(list(pipeline.decode(latents, hooks=hooks)))
     pipeline.finish()
 
@@ -87,10 +89,10 @@ def test_parity_from_recorded_conditioning(parity_dir, parity_models, case):
     assert np.abs(dumped["ref_latent"] - np.load(folder / "ref_latent.npy")).max() <= 1e-4
     _check_outputs(folder, meta, dumped, frames)
     # The recorded UNet call count: windows x steps, here all windows of a step in one call.
-    assert pipeline.stats["unet_calls"] == args["num_inference_steps"]
-    assert pipeline.stats["reference_net_calls"] == 1
+    assert calls["unet"] == args["num_inference_steps"]
+    assert calls["reference_net"] == 1
     if case == "S1_fix_face":
-        assert kps.broadcast and pipeline.stats["kps_guider_calls"] == 1
+        assert kps.broadcast and calls["kps_guider"] == 1
 
 
 def _real_inputs(parity_dir: Path, meta: dict, pipeline: VExpressPipeline, hooks: Hooks):
@@ -104,7 +106,8 @@ def _real_inputs(parity_dir: Path, meta: dict, pipeline: VExpressPipeline, hooks
     args = meta["cli_args"]
     width, height = int(args["image_width"]), int(args["image_height"])
     image = image_mod.load_reference_image(parity_dir / args["reference_image_path"], width, height, "original")
-    waveform = audio_mod.load_audio_16k(parity_dir / args["audio_path"], compat="original")
+    decoded = audio_mod.decode_audio(parity_dir / args["audio_path"])
+    waveform = audio_mod.to_mono_16k(decoded.waveform, decoded.sample_rate, compat="original")
     plan = plan_frames(len(waveform) / 16000, float(args["fps"]), args["context_frames"], args["context_overlap"],
                        "original")
     reference_kps = kps_mod.load_reference_kps(parity_dir / args["reference_kps_path"])

@@ -11,14 +11,16 @@ import pytest
 import torch
 from torch import nn
 
-from tests.test_pipeline_fakes import make_fake_models, make_inputs
-from tests.test_pipeline_sampler import STEPS, _run
-from vexpress_model.conditioning.audio_features import AudioTokens, Wav2Vec2Features, Waveform16k
+from tests.fakes import fake_features, make_fake_models, make_inputs, run_stages
+from vexpress_model.conditioning.audio_features import Wav2Vec2Features, Waveform16k
 from vexpress_model.errors import GenerationCancelled
 from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
 from vexpress_model.pipeline.memory import ModulePlacement, module_device
 from vexpress_model.pipeline.sampler import VExpressPipeline
 from vexpress_model.pipeline.windows import balanced_batches, context_windows, plan_frames
+from vexpress_model.testing.counting import CallCounter
+
+STEPS = 3
 
 
 def test_memory_budget_limits_windows_per_call():
@@ -29,8 +31,9 @@ def test_memory_budget_limits_windows_per_call():
 
     per_window = estimate_unet_bytes_per_image(16, 16, torch.float32) * 8 * 2
     pipeline = VExpressPipeline(models, memory_budget_bytes=2 * per_window + 1)
-    _run(pipeline, 40, windows, SamplingSettings(STEPS, 3.5, 1.0, 1.0, 0))
-    assert pipeline.stats["unet_calls"] == STEPS * 5  # 9 windows in batches of at most 2
+    with CallCounter(models) as calls:
+        run_stages(pipeline, 40, windows, SamplingSettings(STEPS, 3.5, 1.0, 1.0, 0))
+    assert calls["unet"] == STEPS * 5  # 9 windows in batches of at most 2
 
 
 def test_balanced_batches():
@@ -63,6 +66,7 @@ def test_pipeline_enters_each_stage_with_only_its_networks():
     placement = RecordingPlacement()
     pipeline = VExpressPipeline(models, placement=placement)
     image, kps_images, audio = make_inputs(12)
+    audio = fake_features(len(kps_images))  # the typed audio generate takes
     chunks = pipeline.generate(image, kps_images, audio, plan_frames(0.4, 30, 8, 4), SamplingSettings(2, 3.5, 1, 1, 0))
     list(chunks)
     pipeline.finish()
@@ -132,6 +136,7 @@ def test_offload_on_cuda_holds_only_the_stage_networks():
     models = make_fake_models()
     pipeline = VExpressPipeline(models, device="cuda", offload=True)
     image, kps_images, audio = make_inputs(12)
+    audio = fake_features(len(kps_images))  # the typed audio generate takes
     seen = {}
     original_forward = models.denoising_unet.forward
 
@@ -151,9 +156,9 @@ def test_offload_result_equals_keep_all():
     models = make_fake_models()
     windows = context_windows(24, 8, 4, "original")
     settings = SamplingSettings(2, 3.5, 0.95, 3.0, 4)
-    keep, _ = _run(VExpressPipeline(models), 24, windows, settings)
+    keep, _ = run_stages(VExpressPipeline(models), 24, windows, settings)
     pipeline = VExpressPipeline(models, offload=True)
-    offloaded, (_, kps, _) = _run(pipeline, 24, windows, settings)
+    offloaded, (_, kps, _) = run_stages(pipeline, 24, windows, settings)
     assert kps.features.device.type == "cpu"
     torch.testing.assert_close(offloaded, keep, atol=0, rtol=0)
 
@@ -163,6 +168,7 @@ def test_long_clips_keep_kps_features_in_host_memory():
     offloading always), and sampling reads them from there with the same result."""
     models = make_fake_models()
     image, kps_images, audio = make_inputs(12)
+    audio = fake_features(len(kps_images))  # the typed audio generate takes
     plan = plan_frames(0.4, 30, 8, 4)
     settings = SamplingSettings(2, 3.5, 1, 1, 0)
     results, stores = [], []
@@ -213,9 +219,6 @@ def test_audio_stages_compose_to_encode_audio(models_with_wav2vec2):
     assert tokens.shape == (36, 5, 12) and set(dumped) == {"audio_proj_output"}
     torch.testing.assert_close(tokens, pipeline.project_audio(audio_windows(features, 36, num_pad=2)), atol=0, rtol=0)
     torch.testing.assert_close(pipeline.encode_audio(Waveform16k(waveform), 36), tokens, atol=0, rtol=0)
-    # A bare waveform [N] is one too; ready tokens are returned as they are.
-    torch.testing.assert_close(pipeline.encode_audio(waveform, 36), tokens, atol=0, rtol=0)
-    assert pipeline.encode_audio(AudioTokens(tokens), 36) is tokens
     assert placement.stages[:2] == [("audio", ("audio_encoder",)), ("audio", ("audio_projection",))]
     assert placement.events[:4] == ["+audio", "-audio", "+audio", "-audio"]
 
@@ -249,7 +252,7 @@ def test_denoise_stage_reserves_the_window_estimate(guidance, halves):
     placement = ReservingPlacement()
     pipeline = VExpressPipeline(models, placement=placement)
     placement.pipeline = pipeline
-    _run(pipeline, 20, context_windows(20, 8, 2), SamplingSettings(2, guidance, 1, 1, 0))
+    run_stages(pipeline, 20, context_windows(20, 8, 2), SamplingSettings(2, guidance, 1, 1, 0))
     # 32x32 images: 4x4 latents; the stand-in UNet's first block has 16 channels; 8-frame windows.
     expected = estimate_unet_bytes_per_image(16, 16, torch.float32) * 8 * halves
     assert placement.reserved == {"reference": 0, "kps": 0, "audio": 0, "denoise": expected}
@@ -267,18 +270,21 @@ def test_window_batch_is_sized_after_the_unet_is_loaded(monkeypatch):
         return 1 << 40
 
     monkeypatch.setattr(pipeline.memory, "memory_budget", budget)
-    _run(pipeline, 40, context_windows(40, 8, 4, "original"), SamplingSettings(2, 3.5, 1, 1, 0))
+    with CallCounter(models) as calls:
+        run_stages(pipeline, 40, context_windows(40, 8, 4, "original"), SamplingSettings(2, 3.5, 1, 1, 0))
     assert len(measured_after) == 1 and measured_after[0][-1] == "+denoise"
-    assert pipeline.stats["unet_calls"] == 2  # every window in one call per step
+    assert calls["unet"] == 2  # every window in one call per step
     # The overrides still decide: a fixed batch size measures nothing, a fixed budget replaces the measurement.
     fixed = VExpressPipeline(models, window_batch_size=3)
     monkeypatch.setattr(fixed.memory, "memory_budget",
                         lambda: pytest.fail("free memory measured despite window_batch_size"))
-    _run(fixed, 40, context_windows(40, 8, 4, "original"), SamplingSettings(2, 3.5, 1, 1, 0))
-    assert fixed.stats["unet_calls"] == 2 * 3  # 9 windows in 3 calls per step
+    with CallCounter(models) as calls:
+        run_stages(fixed, 40, context_windows(40, 8, 4, "original"), SamplingSettings(2, 3.5, 1, 1, 0))
+    assert calls["unet"] == 2 * 3  # 9 windows in 3 calls per step
     tight = VExpressPipeline(models, memory_budget_bytes=1)
-    _run(tight, 40, context_windows(40, 8, 4, "original"), SamplingSettings(2, 3.5, 1, 1, 0))
-    assert tight.stats["unet_calls"] == 2 * 9  # one window per call
+    with CallCounter(models) as calls:
+        run_stages(tight, 40, context_windows(40, 8, 4, "original"), SamplingSettings(2, 3.5, 1, 1, 0))
+    assert calls["unet"] == 2 * 9  # one window per call
 
 
 def test_very_long_clips_recompute_kps_features_per_window():
@@ -286,6 +292,7 @@ def test_very_long_clips_recompute_kps_features_per_window():
     frames as a run that stores them, and the guider is placed beside the UNet for it."""
     models = make_fake_models()
     image, kps_images, audio = make_inputs(20)
+    audio = fake_features(len(kps_images))  # the typed audio generate takes
     plan = plan_frames(20 / 30, 30, 8, 4)
     settings = SamplingSettings(2, 3.5, 1, 1, 0)
     source = lambda start, stop: kps_images[start:stop]  # noqa: E731 -- drawn on demand, as the CLI does
@@ -293,11 +300,12 @@ def test_very_long_clips_recompute_kps_features_per_window():
     for budget in (1 << 40, 0):
         pipeline = VExpressPipeline(models, device="cpu")
         pipeline.memory.host_condition_budget_bytes = budget
-        kps = pipeline.encode_kps(source, plan.num_frames)
-        assert (kps.compute is None) == bool(budget)
-        assert kps.features.shape[2] == (plan.num_frames if budget else 1)
-        results.append(np.concatenate(list(pipeline.generate(image, source, audio, plan, settings))))
-        calls.append(pipeline.stats["kps_guider_calls"])
+        with CallCounter(models) as counted:
+            kps = pipeline.encode_kps(source, plan.num_frames)
+            assert (kps.compute is None) == bool(budget)
+            assert kps.features.shape[2] == (plan.num_frames if budget else 1)
+            results.append(np.concatenate(list(pipeline.generate(image, source, audio, plan, settings))))
+        calls.append(counted["kps_guider"])
     assert np.abs(results[1].astype(int) - results[0].astype(int)).max() <= 1
     assert calls[1] > calls[0], "the lazy run must have recomputed features during sampling"
 

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cli import EXIT_USER_ERROR, build_parser, one_line
+from .cli import build_parser
+from .entry import one_line, run_command
 from .errors import InputError, VExpressError
 from .outputs.manifest import ResultsManifest
 
@@ -246,20 +247,8 @@ def run_batch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_batch_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:
-        return run_batch(args)
-    except VExpressError as error:
-        print("error: " + one_line(error), file=sys.stderr)
-        return EXIT_USER_ERROR
-    except BaseException as stop:
-        from .pipeline.distributed import Terminated
-
-        if not isinstance(stop, (KeyboardInterrupt, Terminated)):
-            raise
-        print("stopped: the finished jobs are in the manifest; run the same command again to go on",
-              file=sys.stderr)
-        return 130
+    return run_command(lambda: run_batch(args), log_level=logging.WARNING, interrupted_message=(
+        "stopped: the finished jobs are in the manifest; run the same command again to go on"))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import logging
 import signal
-import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
@@ -23,13 +22,14 @@ from .entry import (
     EXIT_INTERRUPTED,
     EXIT_USER_ERROR,
     CommandParser,
+    Outcome,
     one_line,
     run_command,
     setup_logging,
     with_defaults_in_help,
 )
 from .entry import whole_number as _whole_number
-from .errors import InputError, ProcessFailedError, VExpressError
+from .errors import InputError, ProcessFailedError, Terminated, VExpressError
 from .options import (
     COLOR_MATCH_MODES,
     COMPAT_MODES,
@@ -241,24 +241,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .pipeline.distributed import torchrun_launch
 
-    try:
-        launch = torchrun_launch()
-    except VExpressError as error:
-        print("error: " + one_line(error), file=sys.stderr)
-        return EXIT_USER_ERROR
-    quiet = args.quiet or (launch is not None and not launch.is_main)  # progress and logs once, from rank 0
-    setup_logging(logging.WARNING if quiet else logging.INFO)
-    if launch is not None:
-        return main_distributed(args, launch)
+    launch: Any = None
 
     def work() -> None:
+        nonlocal launch
+        launch = torchrun_launch()
+        quiet = args.quiet or (launch is not None and not launch.is_main)  # progress and logs once, from rank 0
+        setup_logging(logging.WARNING if quiet else logging.INFO)
+        if launch is not None:
+            return main_distributed(args, launch)
         from .generate import run_generation
         from .request import request_from_cli_args
 
-        print(run_generation(request_from_cli_args(args)))
+        with _sigterm_as_interrupt():
+            print(run_generation(request_from_cli_args(args)))
 
-    with _sigterm_as_interrupt():
-        return run_command(work, interrupted_message="interrupted: no video was written")
+    def explain(error: BaseException) -> Outcome | None:
+        return None if launch is None else distributed_outcome(error, launch)
+
+    return run_command(work, log_level=None, interrupted_message="interrupted: no video was written", explain=explain)
 
 
 @contextlib.contextmanager
@@ -280,57 +281,47 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def main_distributed(args: argparse.Namespace, launch: Any) -> int:
-    """The command under torchrun: one clip over all processes (see ``pipeline.distributed``).
-
-    Messages: a failure agreed on by all processes (a bad input anywhere) is printed once, by rank 0; a failure of
-    this process's own work is printed by it, naming its rank; a process stopped because another failed (a
-    collective lost its peers, or torchrun's SIGTERM) says so in a line that is not an ``error:``.
-    """
+def main_distributed(args: argparse.Namespace, launch: Any) -> None:
+    """The command under torchrun: one clip over all processes (see ``pipeline.distributed``); its failures are
+    worded by :func:`distributed_outcome`."""
     from .generate import run_generation
-    from .pipeline.distributed import (
-        DistributedRun,
-        Terminated,
-        is_collective_failure,
-        process_device,
-        raise_on_sigterm,
-        record_error_for_torchrun,
-    )
+    from .pipeline.distributed import DistributedRun, process_device, raise_on_sigterm
     from .request import request_from_cli_args
 
     raise_on_sigterm()
-    name = launch.name()
-    try:
-        request = request_from_cli_args(args)
-        request.device = process_device(request.device, launch)
-        if not launch.is_main:
-            request.show_progress = False
-        with DistributedRun(launch, request.device, timeout_s=args.dist_timeout) as run:
-            output = run_generation(request, distributed=run)
-    except ProcessFailedError as error:
-        if launch.is_main:
-            print("error: " + one_line(error), file=sys.stderr)
-        return EXIT_USER_ERROR if error.user_error else EXIT_FAILED
-    except VExpressError as error:
-        record_error_for_torchrun(error)
-        if getattr(error, "same_on_every_process", False):  # e.g. no CUDA: said once per machine
-            if launch.local_rank == 0:
-                print("error: " + one_line(error), file=sys.stderr)
-        else:
-            print(f"error: {name}: " + one_line(error), file=sys.stderr)
-        return EXIT_USER_ERROR
-    except (Terminated, KeyboardInterrupt):
-        print(f"{name} stopped: torchrun ended the run (another process failed or it was interrupted); "
-              "no video was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as error:
-        if is_collective_failure(error):
-            print(f"{name} stopped: lost the other processes ({one_line(error)[:300]}); the process that failed "
-                  "first reports the cause; no video was written", file=sys.stderr)
-            return EXIT_FAILED
-        record_error_for_torchrun(error)
-        print(f"error: {name} failed: {type(error).__name__}: {one_line(error)}", file=sys.stderr)
-        return EXIT_FAILED
+    request = request_from_cli_args(args)
+    request.device = process_device(request.device, launch)
+    if not launch.is_main:
+        request.show_progress = False
+    with DistributedRun(launch, request.device, timeout_s=args.dist_timeout) as run:
+        output = run_generation(request, distributed=run)
     if output is not None:
         print(output)
-    return 0
+
+
+def distributed_outcome(error: BaseException, launch: Any) -> Outcome | None:
+    """How a torchrun process ends after ``error``: a failure agreed on by all processes (a bad input anywhere) is
+    printed once, by rank 0 (one all processes of a machine share, once per machine); a failure of this process's
+    own work is printed by it, naming its rank; a process stopped because another failed (a collective lost its
+    peers, or torchrun's SIGTERM) says so in a line that is not an ``error:``."""
+    from .pipeline.distributed import is_collective_failure, record_error_for_torchrun
+
+    name = launch.name()
+    if isinstance(error, ProcessFailedError):
+        return ("error: " + one_line(error) if launch.is_main else None,
+                EXIT_USER_ERROR if error.user_error else EXIT_FAILED)
+    if isinstance(error, VExpressError):
+        record_error_for_torchrun(error)
+        if getattr(error, "same_on_every_process", False):  # e.g. no CUDA: said once per machine
+            return ("error: " + one_line(error) if launch.local_rank == 0 else None), EXIT_USER_ERROR
+        return f"error: {name}: " + one_line(error), EXIT_USER_ERROR
+    if isinstance(error, (Terminated, KeyboardInterrupt)):
+        return (f"{name} stopped: torchrun ended the run (another process failed or it was interrupted); "
+                "no video was written"), EXIT_INTERRUPTED
+    if not isinstance(error, Exception):
+        return None
+    if is_collective_failure(error):
+        return (f"{name} stopped: lost the other processes ({one_line(error)[:300]}); the process that failed "
+                "first reports the cause; no video was written"), EXIT_FAILED
+    record_error_for_torchrun(error)
+    return f"error: {name} failed: {type(error).__name__}: {one_line(error)}", EXIT_FAILED

@@ -153,26 +153,6 @@ def released_layout_plan(model_ckpts: Path | str, *, face_detector: bool = True)
     return plan
 
 
-def comfyui_layout_plan(
-    model_dir: Path | str,
-    *,
-    vae_dir: Path | str | None = None,
-    wav2vec2_dir: Path | str | None = None,
-    insightface_root: Path | str | None = None,
-) -> list[PlannedFile]:
-    """The ComfyUI layout: the five checkpoints in ``model_dir`` (``models/vexpress/<name>/``; the SD-1.5 UNet config
-    shipped with the package is used), the shared networks in the given community folders (each left out when
-    None)."""
-    plan = checkpoint_files(model_dir)
-    if vae_dir is not None:
-        plan += vae_files(vae_dir)
-    if wav2vec2_dir is not None:
-        plan += wav2vec2_files(wav2vec2_dir)
-    if insightface_root is not None:
-        plan.append(detector_file(insightface_root))
-    return plan
-
-
 def plan_for_missing(
     paths,
     *,

@@ -42,6 +42,11 @@ class GenerationCancelled(Exception):
     """The caller's cancel callback asked the pipeline to stop (not a user error: the command line exits 130)."""
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (torchrun stops the other workers when one fails). A BaseException, like
+    KeyboardInterrupt, so that ``except Exception`` clauses do not swallow it; ``finally`` clauses still run."""
+
+
 class DistributedSetupError(VExpressError):
     """A torchrun launch cannot run: bad environment variables, a device that does not fit, no process group.
 

@@ -74,8 +74,7 @@ def check_request(request: GenerationRequest, *, writes_output: bool = True) -> 
     for name in FLOAT_SETTINGS:
         require_finite(getattr(request, name), f"--{name}")
     check_frame_settings(request.fps, request.context_frames, request.context_overlap, flags=True)
-    if request.test_stage not in TEST_STAGES:
-        raise InputError(f"test_stage must be stage_1, stage_2 or stage_3, got {request.test_stage!r}")
+    check_choice(request.test_stage, TEST_STAGES, "--test_stage")
     if request.face_box is not None and not request.full_frame:
         raise InputError("--face_box chooses the face crop of --full_frame; add --full_frame or drop --face_box")
     if request.full_frame and request.compat == "original":
@@ -458,7 +457,7 @@ def run_generation(
         offload=request.offload,
         window_batch_size=request.window_batch_size,
         compile_unet=request.compile_unet,
-        process_group=None if distributed is None else distributed.group,
+        process_group=None if distributed is None else torch.distributed.group.WORLD,
     )
     fast_modes = request.sampling_values()
     settings = SamplingSettings.from_values(

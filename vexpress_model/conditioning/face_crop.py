@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..inputs.kps import KpsTrack
-from ..options import CROP_BORDER_MODES
+from ..options import CROP_BORDER_MODES, check_choice
 
 DEFAULT_CROP_SCALE = 3.4
 MIN_CROP_SCALE = 1.0
@@ -130,8 +130,7 @@ def check_crop_scale(crop_scale: float) -> float:
 
 def _square(centre: np.ndarray, face_size: float, width: int, height: int, crop_scale: float,
             border: Border) -> FaceCrop:
-    if border not in CROP_BORDER_MODES:
-        raise InputError(f"border must be one of {', '.join(CROP_BORDER_MODES)}, got {border!r}")
+    check_choice(border, CROP_BORDER_MODES, "border")
     if face_size < 2.0:
         raise InputError(f"the face is too small to crop ({face_size:.1f} pixels); use a larger picture of the face")
     crop_scale = check_crop_scale(crop_scale)

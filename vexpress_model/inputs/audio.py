@@ -194,9 +194,3 @@ def to_mono_16k(
     divisor = math.gcd(rate, target)
     resampled = resample_poly(mono, target // divisor, rate // divisor)
     return np.ascontiguousarray(resampled, dtype=np.float32)
-
-
-def load_audio_16k(path: str | Path, compat: str = "fixed") -> np.ndarray:
-    """Decode a file and return the mono 16 kHz waveform the pipeline uses: float32 [N]."""
-    decoded = decode_audio(path)
-    return to_mono_16k(decoded.waveform, decoded.sample_rate, compat=compat)

@@ -9,17 +9,13 @@ is needed to import the library or to run anything that does not detect faces.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelFolderError, VExpressError
-from ..options import FACE_DETECTORS
+from ..errors import ModelFolderError
+from ..options import FACE_DETECTORS, check_choice
 from .face_detection import FaceDetector, find_detector_model
 from .face_mediapipe import INSTALL_HINT, MediaPipeFaceDetector, mediapipe_available
-
-logger = logging.getLogger("vexpress.inputs")
-
 
 
 def insightface_ready(root: str | Path | None) -> bool:
@@ -39,9 +35,7 @@ def insightface_ready(root: str | Path | None) -> bool:
 
 def resolve_backend(backend: str, insightface_root: str | Path | None) -> str:
     """``"insightface"`` or ``"mediapipe"`` for a requested backend (see the module docstring)."""
-    if backend not in FACE_DETECTORS:
-        raise VExpressError(f"face detector must be one of {', '.join(FACE_DETECTORS)}, got {backend!r}")
-    if backend != "auto":
+    if check_choice(backend, FACE_DETECTORS, "face detector") != "auto":
         return backend
     if insightface_ready(insightface_root):
         return "insightface"

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FaceNotFoundError, InputError, ModelFolderError, VExpressError
-from ..options import FACE_SELECTIONS, FaceSelection
+from ..options import FACE_SELECTIONS, FaceSelection, check_choice
 from ..validation import require_file
 from .kps import KpsTrack
 
@@ -191,8 +191,7 @@ def choose_face(
 
     ``previous`` is the kps [3, 2] chosen in the previous frame (for ``"nearest"``; without it, the largest).
     """
-    if select not in FACE_SELECTIONS:
-        raise InputError(f"select must be one of {', '.join(FACE_SELECTIONS)}, got {select!r}")
+    check_choice(select, FACE_SELECTIONS, "select")
     if not faces:
         return None
     if select == "score":

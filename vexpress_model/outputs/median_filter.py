@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from ..options import MEDIAN_FILTER_MODES
+from ..options import MEDIAN_FILTER_MODES, check_choice
 
 
 def median_filter_enabled(choice: str | bool | None, compat: str) -> bool:
@@ -26,9 +26,7 @@ def median_filter_enabled(choice: str | bool | None, compat: str) -> bool:
         return compat == "original"
     if isinstance(choice, bool):
         return choice
-    if choice not in MEDIAN_FILTER_MODES:
-        raise ValueError(f"median filter must be one of {', '.join(MEDIAN_FILTER_MODES)}, got {choice!r}")
-    return choice == "on"
+    return check_choice(choice, MEDIAN_FILTER_MODES, "median filter") == "on"
 
 
 def _mirror_pad(frame: np.ndarray) -> np.ndarray:

@@ -22,7 +22,6 @@ long clip at 1080p never holds more than one chunk of full frames in memory.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterable, Iterator
 from typing import Literal
@@ -31,9 +30,7 @@ import numpy as np
 
 from ..conditioning.face_crop import FaceCrop
 from ..errors import InputError
-from ..options import COLOR_MATCH_MODES, MIN_MAX_SIDE
-
-logger = logging.getLogger("vexpress.outputs")
+from ..options import COLOR_MATCH_MODES, MIN_MAX_SIDE, check_choice
 
 ColorMatch = Literal["off", "frame", "clip"]
 DEFAULT_COLOR_MATCH: ColorMatch = "clip"
@@ -57,8 +54,7 @@ def check_paste_settings(feather: float, color_match: str, max_side: int | None)
     ``MIN_MAX_SIDE``."""
     if not (math.isfinite(feather) and 0.0 <= feather <= MAX_FEATHER):
         raise InputError(f"feather must be between 0 and {MAX_FEATHER} (a fraction of the crop side), got {feather}")
-    if color_match not in COLOR_MATCH_MODES:
-        raise InputError(f"color_match must be one of {', '.join(COLOR_MATCH_MODES)}, got {color_match!r}")
+    check_choice(color_match, COLOR_MATCH_MODES, "color_match")
     if max_side is not None and max_side and max_side < MIN_MAX_SIDE:
         raise InputError(f"the maximum output side (max_side) must be 0 (keep the photo's size) or at least "
                          f"{MIN_MAX_SIDE} pixels, got {max_side}")

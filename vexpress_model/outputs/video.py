@@ -1,4 +1,4 @@
-"""Writing the result: the original's median post-filter, uint8 conversion, and one H.264 + AAC encode.
+"""Writing the result: one H.264 + AAC encode of the uint8 frames the pipeline decodes.
 
 :class:`VideoWriter` takes uint8 RGB frames as the pipeline produces them and encodes them straight into an
 MP4 (H.264 ``yuv420p``, constant quality ``crf``, BT.709 limited range, tagged), with the audio encoded
@@ -19,7 +19,7 @@ file is complete: the encoder writes to a hidden temporary file in the target fo
 * **Size.** H.264 in ``yuv420p`` needs even dimensions; an odd width or height is padded by repeating the
   last column or row (``odd_size="pad"``, default) or cropped by one (``"crop"``).
 * **Median filter**: the original's post-filter lives in :mod:`.median_filter`; it runs on the frames before
-  they reach the writer (:func:`write_video` takes ``median_filter=True`` as a shortcut).
+  they reach the writer.
 * **Metadata.** ``metadata`` (str -> str, e.g. ComfyUI's ``prompt`` and ``workflow`` JSON) is written into the
   container's global tags; MP4/MOV get the muxer option ``movflags=use_metadata_tags`` so that any key is kept
   (without it only a few known keys such as ``comment`` survive). Matroska stores them as tags (FFmpeg reads
@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..files import discard, partial_path, require_writable_file
-from .median_filter import median_filtered_chunks
+from ..options import check_choice
 
 logger = logging.getLogger("vexpress.outputs")
 
@@ -48,33 +48,6 @@ DEFAULT_CRF = 17
 ENCODER_THREADS = 4
 AAC_SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 _CONTAINER_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
-
-
-# ------------------------------------------------------------------------------------- frame conversion
-
-
-def to_uint8(frames: Any, compat: str = "fixed") -> np.ndarray:
-    """Float frames in [0, 1] to uint8: rounding (fixed) or the original's truncation ``(x*255).astype(uint8)``."""
-    if hasattr(frames, "detach"):
-        frames = frames.detach().to("cpu").float().numpy()
-    array = np.asarray(frames)
-    if compat == "original":
-        return (array.astype(np.float32) * np.float32(255)).astype(np.uint8)
-    if compat != "fixed":
-        raise ValueError(f"compat must be 'fixed' or 'original', got {compat!r}")
-    return np.rint(np.clip(array.astype(np.float32), 0.0, 1.0) * np.float32(255)).astype(np.uint8)
-
-
-def video_tensor_to_frames(video: Any) -> np.ndarray:
-    """The pipeline's video layout [1, 3, T, H, W] (or [3, T, H, W]) to frames [T, H, W, 3]."""
-    if hasattr(video, "detach"):
-        video = video.detach().to("cpu").numpy()
-    array = np.asarray(video)
-    if array.ndim == 5:
-        array = array[0]
-    if array.ndim != 4 or array.shape[0] != 3:
-        raise ValueError(f"video must be [1, 3, T, H, W] or [3, T, H, W], got {array.shape}")
-    return np.ascontiguousarray(array.transpose(1, 2, 3, 0))
 
 
 # ------------------------------------------------------------------------------------------ output path
@@ -136,8 +109,7 @@ class VideoWriter:
     ) -> None:
         import av
 
-        if odd_size not in ("pad", "crop"):
-            raise ValueError(f"odd_size must be 'pad' or 'crop', got {odd_size!r}")
+        check_choice(odd_size, ("pad", "crop"), "odd_size")
         tags = _check_metadata(metadata)
         self.path = check_output_path(path)
         self.fps = _exact_fps(fps)
@@ -316,17 +288,12 @@ def write_video(
     audio: tuple[np.ndarray, int] | None = None,
     crf: int = DEFAULT_CRF,
     *,
-    median_filter: bool = False,
     metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Encode uint8 frame chunks ([n, H, W, 3] each, or single frames) to ``path``; returns the path.
 
-    ``median_filter``: run the original's median post-filter (:mod:`.median_filter`) on the frames first.
-
     ``metadata``: container tags (str -> str), e.g. ``{"prompt": json.dumps(prompt), "workflow": ...}``.
     """
-    if median_filter:
-        frames = median_filtered_chunks(frames)
     with VideoWriter(path, fps, audio=audio, crf=crf, metadata=metadata) as writer:
         for chunk in frames:
             writer.write(chunk)

@@ -98,7 +98,6 @@ class WindowDenoiser:
     compat: Compat
     settings: SamplingSettings
     hooks: Hooks
-    stats: dict[str, int]
     process_group: Any = None
     feature_cache: FeatureCache | None = None  # DeepCache store (speed.open_feature_cache); None: caching off
 
@@ -186,8 +185,6 @@ class WindowDenoiser:
             uncond=uncond,
             **extra,
         )
-        self.stats["unet_calls"] += 1
-        self.stats["unet_images"] += int(prediction.shape[0] * prediction.shape[2])
         if self.compat != "original":
             prediction = prediction.float()
         if not cfg:

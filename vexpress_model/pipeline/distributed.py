@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..errors import DistributedSetupError, ProcessFailedError, VExpressError
+from ..errors import DistributedSetupError, ProcessFailedError, Terminated, VExpressError
 from .hooks import Hooks
 from .windows import decode_rounds, rank_frames
 
@@ -54,11 +54,6 @@ logger = logging.getLogger("vexpress.distributed")
 DEFAULT_TIMEOUT_S = 900.0
 
 T = TypeVar("T")
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived (torchrun stops the other workers when one fails). A BaseException, like
-    KeyboardInterrupt, so that ``except Exception`` clauses do not swallow it; ``finally`` clauses still run."""
 
 
 @dataclass(frozen=True)
@@ -186,11 +181,6 @@ class DistributedRun:
         self.backend = backend or ("nccl" if self.device.type == "cuda" else "gloo")
         self._owns_group = False
 
-    @property
-    def group(self) -> Any:
-        """The process group (the default group of this launch)."""
-        return dist.group.WORLD
-
     def __enter__(self) -> DistributedRun:
         launch = self.launch
         if dist.is_initialized():
@@ -231,7 +221,7 @@ class DistributedRun:
         if error is not None:
             mine = (str(error) or type(error).__name__, isinstance(error, VExpressError))
         outcomes: list[Any] = [None] * self.launch.world_size
-        dist.all_gather_object(outcomes, mine, group=self.group)
+        dist.all_gather_object(outcomes, mine)
         failed = [(rank, outcome) for rank, outcome in enumerate(outcomes) if outcome is not None]
         if not failed:
             return None

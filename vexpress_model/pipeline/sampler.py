@@ -43,11 +43,7 @@ from torch import nn
 from ..conditioning.audio_features import (
     DEFAULT_CHUNK_SECONDS,
     AudioInput,
-    AudioTokens,
-    AudioWindows,
     Wav2Vec2Features,
-    Waveform16k,
-    as_audio_input,
     audio_windows,
     wav2vec2_features,
 )
@@ -148,6 +144,8 @@ class VExpressPipeline:
         self.placement: Placement = placement or ModulePlacement(self.device, offload=offload)
         self.fast_paths = fast_paths
         self.process_group = process_group
+        # Bytes the last sampling's DeepCache features took (0: caching off); the speed benchmark reports it.
+        self.feature_cache_bytes = 0
         self.memory = MemoryPolicy(
             self.device,
             self.dtype,
@@ -161,15 +159,11 @@ class VExpressPipeline:
         if decode_chunk_frames is None:
             decode_chunk_frames = 2 if self.device.type == "cpu" else 8
         self.decode_chunk_frames = max(1, decode_chunk_frames)
-        # Counters for tests and benchmarks.
-        self.stats: dict[str, int] = {"unet_calls": 0, "unet_images": 0, "reference_net_calls": 0,
-                                      "kps_guider_calls": 0, "vae_decode_calls": 0}
 
     def _run_guider(self, kps_images: torch.Tensor) -> torch.Tensor:
         """Guider features ``[1, C0, n, h, w]`` of uint8 kps images ``[n, H, W, 3]``."""
         # float32 first, then the run dtype, as the original's VaeImageProcessor(do_normalize=False) + .to(dtype) does.
         pixels = (kps_images.permute(3, 0, 1, 2).unsqueeze(0).float() / 255.0).to(self.device, self.dtype)
-        self.stats["kps_guider_calls"] += 1
         return self.models.kps_guider(pixels)
 
     # ------------------------------------------------------------------------------------------------ stages
@@ -209,7 +203,6 @@ class VExpressPipeline:
             latent = self.models.vae.encode(pixels).latent_dist.mean * LATENT_SCALE
             hooks.emit("ref_latent", latent)
             bank = self.models.reference_net(latent)
-            self.stats["reference_net_calls"] += 1
         return ReferenceState(latent=latent, bank=dict(bank))
 
     @torch.inference_mode()
@@ -292,24 +285,15 @@ class VExpressPipeline:
         return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
 
     @torch.inference_mode()
-    def encode_audio(
-        self, audio: AudioInput | np.ndarray | torch.Tensor, num_frames: int, hooks: Hooks | None = None
-    ) -> torch.Tensor:
+    def encode_audio(self, audio: AudioInput, num_frames: int, hooks: Hooks | None = None) -> torch.Tensor:
         """Audio tokens ``[T, n, D]`` (run dtype, on the device) for ``num_frames`` video frames, running only the
-        audio stages that ``audio`` still needs: a ``Waveform16k`` -> :meth:`audio_features`;
-        ``Wav2Vec2Features`` of the whole clip (on any device) -> per-frame windows (``audio_windows``, ``num_pad``
-        from the model's constants); ``AudioWindows`` -> :meth:`project_audio`; ``AudioTokens`` are returned as they
-        are. A bare array is a waveform ``[N]`` or windows ``[T, 10, D]``."""
+        audio stages that ``audio`` still needs: a ``Waveform16k`` -> :meth:`audio_features`; then (also for
+        ``Wav2Vec2Features`` of the whole clip, on any device) per-frame windows (``audio_windows``, ``num_pad`` from
+        the model's constants) -> :meth:`project_audio`."""
         hooks = hooks or Hooks()
-        audio = as_audio_input(audio)
-        if isinstance(audio, AudioTokens):
-            return torch.as_tensor(audio.array)
-        if isinstance(audio, Waveform16k):
-            audio = Wav2Vec2Features(self.audio_features(audio.array, hooks))
-        if isinstance(audio, Wav2Vec2Features):
-            num_pad = int(getattr(getattr(self.models, "constants", None), "num_pad_audio_frames", 2))
-            audio = AudioWindows(audio_windows(audio.array, num_frames, num_pad=num_pad))
-        return self.project_audio(audio.array, hooks)
+        features = audio.array if isinstance(audio, Wav2Vec2Features) else self.audio_features(audio.array, hooks)
+        num_pad = int(getattr(getattr(self.models, "constants", None), "num_pad_audio_frames", 2))
+        return self.project_audio(audio_windows(features, num_frames, num_pad=num_pad), hooks)
 
     # ---------------------------------------------------------------------------------------------- sampling
 
@@ -389,9 +373,9 @@ class VExpressPipeline:
                     {key: value.to(self.device, self.dtype) for key, value in reference.bank.items()}
                 )
                 denoiser = WindowDenoiser(self.unet_runner, self.device, self.dtype, self.compat, settings, hooks,
-                                          self.stats, self.process_group, feature_cache)
+                                          self.process_group, feature_cache)
                 latents = denoiser.run(latents, scheduler, plan, context, kps, audio_tokens)
-                self.stats["feature_cache_bytes"] = 0 if feature_cache is None else feature_cache.nbytes
+                self.feature_cache_bytes = 0 if feature_cache is None else feature_cache.nbytes
             finally:
                 unet.fast_paths = previous_fast
         hooks.emit("latents_final", latents)
@@ -450,7 +434,6 @@ class VExpressPipeline:
                     z = latents[0, :, start : start + self.decode_chunk_frames].transpose(0, 1)
                     z = (1 / LATENT_SCALE) * z.to(self.device, self.dtype)
                     image = vae.decode(z).sample
-                    self.stats["vae_decode_calls"] += 1
                     # The original clamps in the run dtype and converts to float32 afterwards.
                     image = image if self.compat == "original" else image.float()
                     image = (image / 2 + 0.5).clamp(0, 1).float().permute(0, 2, 3, 1).to("cpu")
@@ -471,7 +454,7 @@ class VExpressPipeline:
         self,
         reference_image: np.ndarray | torch.Tensor,
         kps_images: np.ndarray | torch.Tensor | KpsImageSource,
-        audio: AudioInput | np.ndarray | torch.Tensor,
+        audio: AudioInput,
         plan: FramePlan,
         settings: SamplingSettings | None = None,
         hooks: Hooks | None = None,
@@ -488,8 +471,7 @@ class VExpressPipeline:
         identical values. The windows of each step are shared out (:mod:`.windows`) and the decode is gathered to
         rank 0 (:meth:`decode`), whose iterator alone yields frames.
 
-        ``audio``: any input :meth:`encode_audio` takes (a ``Waveform16k``: wav2vec2 runs here, ``Wav2Vec2Features``,
-        ``AudioWindows``, ``AudioTokens``, or a bare waveform ``[N]`` or windows ``[T, 10, D]``).
+        ``audio``: a ``Waveform16k`` (wav2vec2 runs here) or ``Wav2Vec2Features`` (see :meth:`encode_audio`).
         ``kps_images``: see :meth:`encode_kps`. Call :meth:`finish` after consuming the iterator (offload mode).
         """
         hooks = hooks or Hooks()

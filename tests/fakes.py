@@ -4,7 +4,7 @@ They let the pipeline tests run in milliseconds and exercise every path the pipe
 with a position encoding (so window placement matters), reference attention against a bank, per-frame audio
 attention, additive kps features, and a ``fast_paths`` switch with the same semantics as the real UNet (plain: the
 unconditional items attend to a zero bank and the zero audio tokens they are given; fast: the constants those
-reduce to). No test in this file; the other ``test_pipeline_*`` files import it.
+reduce to). ``run_stages`` runs the stages up to the sampled latents on them.
 """
 
 from __future__ import annotations
@@ -207,3 +207,24 @@ def make_inputs(num_frames: int, size: int = 32, seed: int = 0, audio_in: int = 
         kps = torch.randint(0, 256, (num_frames, size, size, 3), generator=generator, dtype=torch.uint8)
     windows = torch.randn((num_frames, 10, audio_in), generator=generator)
     return image.numpy(), kps.numpy(), windows.numpy()
+
+
+def run_stages(pipeline: Any, num_frames: int, windows: Any, settings: Any, size: int = 32,
+               fixed_face: bool = False, hooks: Any = None) -> tuple[torch.Tensor, tuple[Any, Any, Any]]:
+    """The pipeline's stages up to the sampled latents on :func:`make_inputs`; returns the latents and the
+    conditions (reference state, kps features, audio tokens)."""
+    image, kps_images, audio = make_inputs(num_frames, size=size, fixed_face=fixed_face)
+    reference = pipeline.encode_reference(image)
+    kps = pipeline.encode_kps(kps_images, num_frames)
+    tokens = pipeline.project_audio(audio)
+    latents = pipeline.sample(reference, kps, tokens, windows, settings, hooks)
+    return latents, (reference, kps, tokens)
+
+
+def fake_features(num_frames: int, audio_in: int = 6, seed: int = 0) -> Any:
+    """wav2vec2-like features ``[2 * num_frames, audio_in]`` (two per frame at the fakes' 0.4 s / 12 frames) as the
+    typed audio ``generate`` takes, for pipelines over :func:`make_fake_models` (which have no wav2vec2)."""
+    from vexpress_model.conditioning.audio_features import Wav2Vec2Features
+
+    generator = torch.Generator().manual_seed(seed)
+    return Wav2Vec2Features(torch.randn((2 * num_frames, audio_in), generator=generator).numpy())
