@@ -44,7 +44,13 @@ def run_short_clip(models: Any, settings: Any = None, **pipeline_kwargs: Any) ->
     plan = plan_frames(NUM_FRAMES / 30.0, 30.0, CONTEXT_FRAMES, CONTEXT_OVERLAP, "fixed")
     image, source, audio = short_clip_inputs(models)
     settings = settings or SamplingSettings(num_inference_steps=6, seed=7)
-    for _ in pipeline.generate(image, source, audio, plan, settings, Hooks(dump=keep)):
+    hooks = Hooks(dump=keep)
+    # The stages of ``generate`` in turn: the clip's audio is already per-frame windows (no wav2vec2 here).
+    reference = pipeline.encode_reference(image, hooks)
+    kps = pipeline.encode_kps(source, plan.num_frames, hooks)
+    tokens = pipeline.project_audio(audio, hooks)
+    latents = pipeline.sample(reference, kps, tokens, plan.windows, settings, hooks)
+    for _ in pipeline.decode(latents, hooks=hooks):
         pass
     pipeline.finish()
     return dumps
