@@ -62,10 +62,10 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(base: Path, model_folder: Path, how_to: str, model_names: tuple[str, ...] = ("tiny",)
-                   ) -> Iterator[Server]:
+def running_server(base: Path, model_folder: Path, how_to: str, model_names: tuple[str, ...] = ("tiny",),
+                   extra_args: tuple[str, ...] = ()) -> Iterator[Server]:
     """Start ComfyUI in ``base`` with the pack and ``model_folder`` as ``models/vexpress/<name>`` for each of
-    ``model_names``; stop it after."""
+    ``model_names`` (``extra_args``: more command-line options for main.py); stop it after."""
     comfy_path = os.environ.get("COMFYUI_PATH")
     python = os.environ.get("COMFYUI_PYTHON")
     if not comfy_path or not python:
@@ -87,7 +87,7 @@ def running_server(base: Path, model_folder: Path, how_to: str, model_names: tup
     # The database too goes under base: its default lies inside the checkout, which must stay untouched.
     command = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
                str(base), "--database-url", f"sqlite:///{base / 'user' / 'comfyui.db'}", "--disable-auto-launch",
-               "--disable-api-nodes"]
+               "--disable-api-nodes", *extra_args]
     (base / "user").mkdir()
     started = time.monotonic()
     with open(log, "wb") as handle:
