@@ -2,7 +2,7 @@
 ComfyUI's default (dynamic VRAM through comfy-aimdo since 0.15 where the device supports it; a CPU server has it
 off, since comfy-aimdo needs a GPU) and ``--disable-dynamic-vram`` (the legacy ModelPatcher path, where the
 ComfyUI has that option). In each: the first prompt loads every network, a second reuses them (no load), ``/free``
-unloads them, and the prompt after that loads them again.
+(posted during the second) unloads them after it, and the prompt after that loads them again.
 
 Same server set-up as tests/test_comfyui_integration.py (needs COMFYUI_PATH and COMFYUI_PYTHON, else skipped with
 a how-to). The server logs at DEBUG level, where ComfyUI names each model it unloads ("Unloading <class>").
@@ -56,17 +56,20 @@ def test_networks_load_are_reused_unload_on_free_and_load_again(server) -> None:
     # The loader makes one patcher per network; each stage asks for its own (names from nodes/memory_management.py).
     assert {"VExpress_Vae", "VExpress_ReferenceNet", "VExpress_DenoisingUnet"} <= first, first
 
-    offset = len(server.log_text())
-    server.run(_small(graph, VExpressSampler={"seed": 2}))
-    assert LOADED.findall(_log_since(server, offset)) == []  # still loaded: reused
-
+    # /free posted while the second prompt runs: ComfyUI's worker reads its flags after each prompt (a /free that
+    # arrives while the worker is between prompts may wait for its next wake-up, up to 1000 s).
     offset = len(server.log_text())
     api = comfy_server.api
+    prompt_id = api.queue(server.url, _small(graph, VExpressSampler={"seed": 2}))
     api.post_json(server.url, "/free", {"unload_models": True, "free_memory": True})
-    deadline = time.monotonic() + 60
-    while not first <= set(UNLOADED.findall(_log_since(server, offset))):  # the worker acts on /free by itself
+    assert api.error_of(api.wait(server.url, prompt_id, 600)) is None
+    deadline = time.monotonic() + 300
+    while not first <= set(UNLOADED.findall(_log_since(server, offset))):
         assert time.monotonic() < deadline, _log_since(server, offset)[-3000:]
         time.sleep(0.2)
+    log = _log_since(server, offset)
+    assert LOADED.findall(log) == []  # the second prompt reused the loaded networks
+    assert log.index("Prompt executed") < UNLOADED.search(log).start()  # unloaded after it, by /free
 
     offset = len(server.log_text())
     server.run(_small(graph, VExpressSampler={"seed": 3}))
