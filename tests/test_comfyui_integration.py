@@ -130,6 +130,28 @@ def test_search_aliases_and_advanced_inputs_where_this_comfyui_has_them(server, 
     assert len(about_us) == 1, start_up
 
 
+def test_subgraph_blueprint_is_listed_where_comfyui_has_them(server, object_info):
+    """ComfyUI 0.33 lists each pack's subgraphs/*.json in the node library (GET /global_subgraphs); 0.3.64 has no
+    such route. The blueprint (the sixth example's nodes, scripts/make_subgraph_blueprint.py) is served as written,
+its nodes are known and its links join them."""
+    blueprint = REPO / "subgraphs" / "V-Express full frame.json"
+    if not (Path(os.environ["COMFYUI_PATH"]) / "app" / "subgraph_manager.py").is_file():
+        with pytest.raises(api.ComfyError, match="HTTP 404"):
+            api.get_json(server.url, "/global_subgraphs")
+        return
+    listed = api.get_json(server.url, "/global_subgraphs")
+    ours = {key: entry for key, entry in listed.items() if entry["info"]["node_pack"] == f"custom_nodes.{PACK_FOLDER}"}
+    assert [entry["name"] for entry in ours.values()] == [blueprint.stem]
+    served = json.loads(api.get_json(server.url, f"/global_subgraphs/{next(iter(ours))}")["data"])
+    assert served == json.loads(blueprint.read_text())
+    (definition,) = served["definitions"]["subgraphs"]
+    assert [item["type"] for item in definition["inputs"]] == ["IMAGE", "AUDIO"]
+    assert [item["type"] for item in definition["outputs"]] == ["VIDEO"]
+    assert all(node["type"] in object_info for node in definition["nodes"])
+    node_ids = {node["id"] for node in definition["nodes"]} | {-10, -20}
+    assert all(link["origin_id"] in node_ids and link["target_id"] in node_ids for link in definition["links"])
+
+
 def test_templates_docs_and_translations_are_served(server):
     templates = api.get_json(server.url, "/api/workflow_templates")
     assert sorted(templates[PACK_FOLDER]) == sorted(p.stem for p in (REPO / "example_workflows").glob("*.json"))
