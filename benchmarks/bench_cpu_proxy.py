@@ -58,7 +58,7 @@ def worker(args: argparse.Namespace) -> dict:
 
     from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
     from vexpress_model.pipeline.sampler import VExpressPipeline
-    from vexpress_model.pipeline.timing import plan_frames
+    from vexpress_model.pipeline.windows import plan_frames
     from vexpress_model.testing.reference_loop import original_style_decode, original_style_sample
 
     torch.set_num_threads(args.threads)
@@ -155,7 +155,7 @@ def paired_worker(args: argparse.Namespace) -> dict:
 
     from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
     from vexpress_model.pipeline.sampler import VExpressPipeline
-    from vexpress_model.pipeline.timing import plan_frames
+    from vexpress_model.pipeline.windows import plan_frames
     from vexpress_model.testing.reference_loop import original_style_sample
 
     torch.set_num_threads(args.threads)

@@ -44,9 +44,8 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
-    from vexpress_model.pipeline.gather import decode_gathered
     from vexpress_model.pipeline.sampler import Hooks, SamplingSettings, VExpressPipeline
-    from vexpress_model.pipeline.timing import plan_frames
+    from vexpress_model.pipeline.windows import local_windows, plan_frames
 
     torch.set_num_threads(1)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -85,15 +84,14 @@ def worker(args: argparse.Namespace) -> None:
     decode_wall, decode_cpu = wall(), cpu()
     frames = 0
     if args.decode:
-        chunks = pipeline.decode(latents) if group is None else decode_gathered(pipeline, latents, group)
-        for chunk in chunks:
+        for chunk in pipeline.decode(latents):  # gathered to rank 0 with a process group
             frames += len(chunk)
     decode = (wall() - decode_wall, cpu() - decode_cpu)
     steps_wall = [b[0] - a[0] for a, b in zip(marks, marks[1:])]
     steps_cpu = [b[1] - a[1] for a, b in zip(marks, marks[1:])]
     mine = {
         "rank": rank,
-        "windows": len(pipeline._local_windows(plan.windows)),
+        "windows": len(local_windows(plan.windows, group)),
         "step_wall_s": steps_wall,
         "step_cpu_s": steps_cpu,
         "allreduce_bytes_per_step": sum(reduced_bytes) / max(1, len(steps_wall)),

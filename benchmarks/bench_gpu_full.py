@@ -48,7 +48,7 @@ def main() -> None:
 
     from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
     from vexpress_model.pipeline.sampler import VExpressPipeline
-    from vexpress_model.pipeline.timing import plan_frames
+    from vexpress_model.pipeline.windows import plan_frames
     from vexpress_model.testing.reference_loop import original_style_sample
 
     device = torch.device(args.device)

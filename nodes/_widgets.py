@@ -12,7 +12,7 @@ from ..vexpress_model.options import (
     MEDIAN_FILTER_MODES,
     MIN_FPS,
 )
-from ..vexpress_model.pipeline.timing import MAX_CONTEXT_FRAMES
+from ..vexpress_model.pipeline.windows import MAX_CONTEXT_FRAMES
 from ._comfy import io, marked_advanced
 
 

@@ -30,7 +30,7 @@ class VExpressAudioEmbed(io.ComfyNode):
         from ..vexpress_model.inputs.audio import audio_from_comfy, to_mono_16k
         from ..vexpress_model.pipeline.hooks import Hooks
         from ..vexpress_model.pipeline.sampler import VExpressPipeline
-        from ..vexpress_model.pipeline.timing import frame_count
+        from ..vexpress_model.pipeline.windows import frame_count
         from .memory_management import ComfyPlacement, compute_device
         from .progress import cancel_check
 

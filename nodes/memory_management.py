@@ -1,4 +1,4 @@
-"""ComfyUI's memory manager behind the library's ``Placement`` contract (``pipeline/device_placement.py``).
+"""ComfyUI's memory manager behind the library's ``Placement`` contract (``pipeline/memory.py``).
 
 The library's pipeline calls ``placement.enter_stage(name, {role: module}, activation_bytes=...)`` before each
 stage, ``placement.exit_stage(name, modules)`` after it and ``placement.finish()`` at the end. Here each network is

@@ -49,14 +49,14 @@ class VExpressSampler(io.ComfyNode):
                 context_frames: int, context_overlap: int, compat: str, median_filter: str = "auto") -> io.NodeOutput:
         import torch
 
+        from ..vexpress_model.conditioning.audio_features import Wav2Vec2Features
         from ..vexpress_model.conditioning.kps_images import kps_image_source
         from ..vexpress_model.conditioning.kps_sequence import kps_for_frames
         from ..vexpress_model.inputs.image import load_reference_image
         from ..vexpress_model.outputs.median_filter import median_filter_enabled, median_filtered_chunks
-        from ..vexpress_model.pipeline.audio_input import Wav2Vec2Features
         from ..vexpress_model.pipeline.hooks import Hooks, SamplingSettings
         from ..vexpress_model.pipeline.sampler import VExpressPipeline
-        from ..vexpress_model.pipeline.timing import FramePlan, context_windows
+        from ..vexpress_model.pipeline.windows import FramePlan, context_windows
         from .memory_management import ComfyPlacement, compute_device
         from .progress import cancel_check, progress_reporter, stage_progress
 

@@ -148,3 +148,17 @@ def off_centre_photo(width: int, height: int, face_x: float = 0.72, face_y: floa
     x1, y1 = min(left + side, width), min(top + side, height)
     image[y0:y1, x0:x1] = portrait[y0 - top : y1 - top, x0 - left : x1 - left]
     return image
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A 45-byte PNG that claims ``width`` x ``height`` RGB pixels and holds none (signature, IHDR, IEND): what a
+    decompression-bomb image looks like to a program that reads the header."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return Path(path)

@@ -109,3 +109,68 @@ def test_batch_under_torchrun_spreads_jobs_over_processes(tiny_model_with_detect
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.mp4", "b.mp4", "c.mp4"]
     progress = [line for line in result.stdout.splitlines() if " of jobs.jsonl done in " in line]
     assert len(progress) == 3 and all(line.startswith(("rank 0: ", "rank 1: ")) for line in progress)
+
+
+def _one_bad_line(argv: list[str], capsys) -> str:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in captured.err, captured.err
+    return lines[0]
+
+
+def test_a_results_file_that_cannot_take_records_is_refused_before_any_job(
+    tiny_model_with_detector: Path, media_dir: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import os
+
+    loads = []
+    monkeypatch.setattr(models_module, "load_vexpress_models", lambda *a, **k: loads.append(1))
+    out = tmp_path / "out"
+    jobs = _write_jobs(tmp_path / "jobs.jsonl", [
+        {"reference_image_path": str(media_dir / "portrait.png"), "audio_path": str(media_dir / "speech_short.wav"),
+         "output_path": str(out / "a.mp4")}])
+    jobs_text = jobs.read_bytes()
+    (tmp_path / "a_folder").mkdir()
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_bytes(bytes(range(256)) * 4)  # random bytes: not UTF-8
+    # File modes do not stop root (as CI runs): root gets sysfs, where the kernel lets nobody create a file.
+    read_only = Path("/sys") / "results.jsonl"
+    if os.geteuid() != 0:
+        (tmp_path / "read_only").mkdir(mode=0o500)
+        read_only = tmp_path / "read_only" / "results.jsonl"
+    cases = [
+        (jobs, f"error: --results {jobs} is the jobs file itself; give the results their own file (the default is "
+               f"{tmp_path / 'jobs.results.jsonl'})"),
+        (tmp_path / "a_folder", f"error: the results manifest (--results) {tmp_path / 'a_folder'} is a folder; "
+                                "give a file name"),
+        (garbage, f"error: the results manifest {garbage} is not a results file (not UTF-8 text); give another "
+                  "--results path, or move that file away"),
+        (read_only, f"error: cannot write the results manifest (--results) {read_only} ("),
+    ]
+    for results, says in cases:
+        message = _one_bad_line([str(jobs), *_defaults(tiny_model_with_detector), "--results", str(results)], capsys)
+        assert message.startswith(says), message
+    assert loads == [] and not out.exists()  # no job ran
+    assert jobs.read_bytes() == jobs_text and garbage.read_bytes() == bytes(range(256)) * 4
+    assert not (tmp_path / "jobs.results.jsonl").exists()
+
+
+def test_a_byte_order_mark_is_fine_and_the_advice_fits_the_failure(tmp_path: Path, capsys) -> None:
+    """A jobs file saved by Windows Notepad (UTF-8 with a byte-order mark): its first line is a job. A line that is
+    not a job must be fixed; running the same command again would not help it."""
+    jobs = tmp_path / "jobs.jsonl"
+    first = {"reference_image_path": str(tmp_path / "missing.png"), "audio_path": "a.wav", "output_path": "a.mp4"}
+    jobs.write_bytes(b"\xef\xbb\xbf" + (json.dumps(first) + "\n{not json\n").encode("utf-8"))
+    assert main([str(jobs), "--no_download"]) == 1
+    records = _records(tmp_path / "jobs.results.jsonl")
+    assert [(r["job"], r["status"]) for r in records] == [(1, "failed"), (2, "failed")]
+    assert "missing.png does not exist" in records[0]["error"] and "not JSON" in records[1]["error"]
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"2 of 2 jobs not done (lines 1, 2); see {tmp_path / 'jobs.results.jsonl'}; fix line 2 of {jobs} (the "
+        "errors say what is wrong), then run the same command again"]
+
+    jobs.write_bytes(b"\xef\xbb\xbf" + (json.dumps(first) + "\n").encode("utf-8"))
+    assert main([str(jobs), "--no_download"]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        "; fix what their errors say, or run the same command again to retry them")

@@ -95,3 +95,22 @@ def test_valid_values_are_kept(good_args):  # noqa: F811
     args = {**good_args, "--num_inference_steps": "1000", "--guidance_scale": "0"}
     argv = [part for key, value in args.items() for part in ((key, value) if value else (key,))]
     check_request(request_from_cli_args(build_parser().parse_args(argv)))  # no error
+
+
+@pytest.mark.parametrize("extra", [{}, {"--full_frame": ""}])
+def test_a_decompression_bomb_image_is_refused_before_decoding(good_args, capsys, tmp_path, extra):  # noqa: F811
+    from tests.media import png_header_only
+
+    bomb = png_header_only(tmp_path / "bomb.png", 20000, 20000)  # 45 bytes claiming 400 megapixels
+    message = run_bad(good_args, capsys, **{"--reference_image_path": str(bomb)}, **extra)
+    assert message == (f"error: reference image {bomb} is 400 megapixels, more than the 67 megapixels (8192x8192) "
+                       "this package reads; scale it down first (for example to 4096 pixels on the longer side, in "
+                       "any image editor)")
+
+
+def test_full_frame_reference_kps_far_outside_the_photo(good_args, capsys, tmp_path):  # noqa: F811
+    kps = tmp_path / "ref.json"
+    kps.write_text(json.dumps([[200, 250], [300, 250], [1e9, 300]]))
+    message = run_bad(good_args, capsys, **{"--reference_kps_path": str(kps), "--full_frame": ""})
+    assert message == (f"error: reference kps file {kps} has a point at (1e+09, 300), far outside the 512x512 "
+                       "frame; give the keypoints in pixels of that frame")

@@ -93,6 +93,16 @@ def test_full_frame_video(tiny_model_dir: Path, tmp_path: Path, size: tuple[int,
         (["--full_frame", "--crop_scale", "nan"], "crop scale must be between"),
         (["--full_frame", "--feather", "inf"], "feather must be between"),
         (["--full_frame", "--compat", "original"], "use it with --compat fixed"),
+        # A box starting with a minus sign is a value, not a flag; numbers are printed as given; the box is checked
+        # against the photo's size (its header) with the flags, before any model or detector is touched.
+        (["--full_frame", "--face_box", "-50,-50,-10,-10"],
+         "the face box -50,-50,-10,-10 lies outside the 320x180 image; give it in the image's own pixels"),
+        (["--full_frame", "--face_box", "2000,100,2100,150"],
+         "the face box 2000,100,2100,150 lies outside the 320x180 image; give it in the image's own pixels"),
+        (["--full_frame", "--face_box", "-50,-50,2000,200"],
+         "the face box -50,-50,2000,200 reaches far outside the 320x180 image"),
+        (["--full_frame", "--face_box", "100,100,50,150"],
+         "a face box is x1,y1,x2,y2 with x2 > x1 and y2 > y1 (source pixels), got 100,100,50,150"),
     ],
 )
 def test_full_frame_settings_are_checked_first(tmp_path: Path, capsys, extra: list[str], message: str) -> None:
@@ -104,6 +114,7 @@ def test_full_frame_settings_are_checked_first(tmp_path: Path, capsys, extra: li
     assert main(argv) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and message in error and "Traceback" not in error
+    assert error.count("\n") == 1
     assert not (tmp_path / "out.mp4").exists()
 
 

@@ -26,8 +26,13 @@ def _error_of(run, argv: list[str], capsys) -> str:
     ("--crf", "-1", "error: argument --crf: must be between 0 and 51 (H.264 quality), got -1"),
     ("--window_batch_size", "-1", "error: argument --window_batch_size: must be at least 0, got -1"),
     ("--max_side", "-5", "error: argument --max_side: must be at least 0, got -5"),
+    ("--max_side", "10", "error: argument --max_side: must be 0 (keep the photo's size) or at least 64 pixels, got "
+                         "10"),
     ("--standard_audio_sampling_rate", "8000",
      "error: argument --standard_audio_sampling_rate: must be 16000, got 8000: wav2vec2-base-960h"),
+    ("--standard_audio_sampling_rate", "0",
+     "error: argument --standard_audio_sampling_rate: must be 16000, got 0: wav2vec2-base-960h"),
+    ("--gpu_id", "-1", "error: argument --gpu_id: must be at least 0, got -1"),
     ("--dist_timeout", "nan", "error: argument --dist_timeout: must be a number of seconds above 0, got nan"),
     ("--retarget_strategy", "foo", "error: argument --retarget_strategy: invalid choice: 'foo'"),
 ])
@@ -135,3 +140,46 @@ def test_library_request_takes_string_paths(tmp_path):
     assert request.output == tmp_path / "out.mp4" and request.model_dir == Path("model_ckpts")
     assert request.kps_path == Path("kps.npz") and request.dump_dir == Path("dump")
     assert request.path_overrides == {"vae": Path("vae_folder")} and request.reference_kps_path is None
+
+
+def test_a_flag_value_may_start_with_a_minus_sign():
+    """argparse takes "-50,-50,200,200" for a flag ("expected one argument"); a face box can start there."""
+    args = cli.build_parser().parse_args(["--reference_image_path", "a.png", "--audio_path", "a.wav",
+                                          "--face_box", "-50,-50,200,200", "--fps", "-inf", "--seed", "-3"])
+    assert (args.face_box, args.fps, args.seed) == ("-50,-50,200,200", float("-inf"), -3)
+
+
+def test_verbose_shows_the_native_logs_only_when_asked():
+    from vexpress_model.request import request_from_cli_args
+
+    inputs = ["--reference_image_path", "a.png", "--audio_path", "a.wav"]
+    assert request_from_cli_args(cli.build_parser().parse_args(inputs)).quiet_native_logs is True
+    assert request_from_cli_args(cli.build_parser().parse_args([*inputs, "--verbose"])).quiet_native_logs is False
+    from vexpress_model.batch import job_namespace  # every batch job: the batch command line's flags
+
+    defaults = cli.build_parser(inputs_required=False).parse_args([])
+    job = job_namespace(defaults, {"reference_image_path": "a.png", "audio_path": "a.wav"})
+    assert request_from_cli_args(job).quiet_native_logs is True
+    job = job_namespace(defaults, {"reference_image_path": "a.png", "audio_path": "a.wav", "verbose": True})
+    assert request_from_cli_args(job).quiet_native_logs is False
+
+
+def test_the_model_files_recipe_fills_an_existing_folder_without_nesting(tmp_path):
+    """The recipe of the missing-files message, run after its `git clone` on a stand-in clone, into a model folder
+    that exists already (a download had begun): the files land in the released layout, the existing one is kept."""
+    import subprocess
+
+    clone = tmp_path / "V-Express"
+    (clone / "model_ckpts" / "sd-vae-ft-mse").mkdir(parents=True)
+    (clone / "model_ckpts" / "sd-vae-ft-mse" / "config.json").write_text("{}")
+    for name in ("denoising_unet.bin", "reference_net.bin"):
+        (clone / name).write_bytes(b"from the clone")
+    root = tmp_path / "model_ckpts"
+    (root / "v-express").mkdir(parents=True)
+    (root / "v-express" / "reference_net.bin").write_bytes(b"downloaded before")
+    recipe = download.released_layout_hints(root)[0]
+    command = recipe.split("git clone https://huggingface.co/tk93/V-Express && ", 1)[1]
+    subprocess.run(["sh", "-c", command], cwd=tmp_path, check=True)
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
+        "sd-vae-ft-mse/config.json", "v-express/denoising_unet.bin", "v-express/reference_net.bin"]
+    assert (root / "v-express" / "reference_net.bin").read_bytes() == b"downloaded before"

@@ -19,8 +19,7 @@ from tests.torchrun import torchrun
 from vexpress_model.cli import main
 from vexpress_model.errors import DistributedSetupError
 from vexpress_model.pipeline.distributed import Launch, process_device, torchrun_launch
-from vexpress_model.pipeline.sharding import decode_rounds, rank_frames, shard_windows
-from vexpress_model.pipeline.timing import context_windows
+from vexpress_model.pipeline.windows import context_windows, decode_rounds, rank_frames, shard_windows
 
 FAULTS = Path(__file__).with_name("distributed_faults.py")
 
@@ -56,19 +55,32 @@ def test_decode_rounds_deal_chunks_round_robin() -> None:
     assert rank_frames(decode_rounds(3, 2, 3), 2) == []  # fewer chunks than ranks
 
 
-def test_torchrun_environment_and_devices() -> None:
+def test_torchrun_environment_and_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     assert torchrun_launch({}) is None
     assert torchrun_launch({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}) is None  # one process: a plain run
     launch = torchrun_launch({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
     assert launch == Launch(rank=3, world_size=4, local_rank=1) and not launch.is_main
     with pytest.raises(DistributedSetupError, match="RANK"):
         torchrun_launch({"RANK": "x", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})
-    assert process_device("cuda", launch) == "cuda:1"
     assert process_device("cpu", launch) == "cpu"
-    assert process_device("auto", launch) == ("cuda:1" if torch.cuda.is_available() else "cpu")
     assert process_device("cuda:0", None) == "cuda:0"
     with pytest.raises(DistributedSetupError, match="cuda:LOCAL_RANK"):
         process_device("cuda:0", launch)
+    # The GPUs this machine has, as torch reports them: none, one, two.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert process_device("auto", launch) == "cpu"
+    with pytest.raises(DistributedSetupError, match="sees no CUDA GPU; use --device cpu") as refused:
+        process_device("cuda", launch)
+    assert refused.value.same_on_every_process
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(DistributedSetupError) as refused:
+        process_device("cuda", launch)
+    assert str(refused.value) == ("rank 3 of 4: each process takes its own GPU (cuda:LOCAL_RANK), but this machine "
+                                  "has 1; start torchrun with --nproc_per_node 1 or fewer, or use --device cpu")
+    assert not refused.value.same_on_every_process
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert process_device("cuda", launch) == process_device("auto", launch) == "cuda:1"
 
 
 # ------------------------------------------------------------------------------------------------- equality
@@ -183,6 +195,19 @@ def test_a_bad_input_on_one_rank_is_reported_once_before_loading(tiny_model_with
         "error: rank 1 of 2: audio file missing_on_this_rank.wav does not exist; check --audio_path"
     ], result.stderr[-4000:]
     assert "loading networks" not in result.stderr
+    _assert_nothing_written(tmp_path)
+
+
+def test_device_cuda_without_a_gpu_is_one_line(tiny_model_with_detector, media_dir, tmp_path) -> None:
+    """Every process meets the same missing GPU: one line (not one per process, not torch's AttributeError)."""
+    flags = _flags(tiny_model_with_detector, media_dir, tmp_path, "fixed")
+    flags[flags.index("--device") + 1] = "cuda"
+    result = torchrun(2, ["-m", "vexpress_model", *flags[: flags.index("--dump_dir")]], cwd=tmp_path,
+                      env={"CUDA_VISIBLE_DEVICES": ""})  # no GPU, also on a machine that has one
+    assert result.returncode != 0
+    assert result.error_lines() == ["error: --device cuda was asked for but this torch build sees no CUDA GPU; use "
+                                    "--device cpu (every process then runs on the CPU)"], result.stderr[-4000:]
+    assert "AttributeError" not in result.stderr and "_cuda_setDevice" not in result.stderr
     _assert_nothing_written(tmp_path)
 
 

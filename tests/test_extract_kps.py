@@ -194,3 +194,11 @@ def test_help_shows_the_defaults() -> None:
                   "MediaPipe when installed (default: auto)", "npz otherwise (default: auto)"):
         assert shown in text, shown
     assert "the driving video (default" not in text  # empty defaults are not shown
+
+
+def test_a_negative_gpu_id_is_refused_like_the_main_command(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--video_path", "v.mp4", "--kps_sequence_save_path", "k.npz", "--gpu_id", "-1"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == ("error: argument --gpu_id: must be at least 0, got -1; "
+                                       "`python -m vexpress_model.extract_kps --help` lists the flags\n")

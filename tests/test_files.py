@@ -63,3 +63,31 @@ def test_atomic_write_replaces_only_with_a_whole_file(tmp_path: Path, monkeypatc
         write_bytes_atomically(target, b"newer", "kps file")
     assert str(failed.value) == f"cannot write kps file {target} (No space left on device); choose a writable path"
     assert target.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["kps.json"]
+
+
+def test_only_a_dead_writers_hidden_file_of_the_same_target_is_removed(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from vexpress_model.files import remove_stale_partials
+
+    target = tmp_path / "clip.mp4"
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True)
+    dead_pid = int(finished.stdout)  # that process has exited: a writer killed before it could clean up
+    own = partial_path(target).name  # ".clip.<machine>-<pid>-<random>.partial.mp4"
+    machine = own.split(".")[2].split("-")[0]
+    names = {
+        "dead writer": f".clip.{machine}-{dead_pid}-0123abcd.partial.mp4",
+        "live writer": f".clip.{machine}-{os.getpid()}-0123abcd.partial.mp4",
+        "other machine": f".clip.{'0' if machine[0] != '0' else '1'}{machine[1:]}-{dead_pid}-0123abcd.partial.mp4",
+        "other output": f".clip2.{machine}-{dead_pid}-0123abcd.partial.mp4",
+        "other format": f".clip.{machine}-{dead_pid}-0123abcd.partial.mov",
+        "not ours": f".clip.{machine}-{dead_pid}-notours.partial.mp4",
+    }
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"x")
+    assert remove_stale_partials(target) == [tmp_path / names["dead writer"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for k, n in names.items() if k != "dead writer")
+    assert remove_stale_partials(tmp_path / "missing" / "clip.mp4") == []

@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 
 from tests.test_pipeline_fakes import make_fake_models, make_inputs
-from vexpress_model.entry import EXIT_INTERRUPTED, EXIT_USER_ERROR, run_command
-from vexpress_model.errors import GenerationCancelled, InputError
-from vexpress_model.pipeline.audio_input import (
+from vexpress_model.conditioning.audio_features import (
     AudioTokens,
     AudioWindows,
     Wav2Vec2Features,
     Waveform16k,
     as_audio_input,
 )
+from vexpress_model.entry import EXIT_INTERRUPTED, EXIT_USER_ERROR, run_command
+from vexpress_model.errors import GenerationCancelled, InputError
 from vexpress_model.pipeline.hooks import SamplingSettings
 from vexpress_model.pipeline.sampler import VExpressPipeline
-from vexpress_model.pipeline.timing import plan_frames
+from vexpress_model.pipeline.windows import plan_frames
 
 
 def test_bare_arrays_become_typed_audio_by_rank():

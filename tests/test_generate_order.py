@@ -18,7 +18,7 @@ from vexpress_model.errors import InputError
 from vexpress_model.generate import _progress_bar, choose_device_and_dtype
 from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
 from vexpress_model.pipeline.sampler import VExpressPipeline
-from vexpress_model.pipeline.timing import context_windows, plan_frames
+from vexpress_model.pipeline.windows import context_windows, plan_frames
 from vexpress_model.request import GenerationRequest
 
 from .test_cli import good_args, run_bad  # noqa: F401  (good_args is a fixture)

@@ -111,3 +111,37 @@ def test_bad_images(tmp_path: Path) -> None:
         load_reference_image(np.full((8, 8, 3), np.nan, np.float32), 64, 64)
     with pytest.raises(InputError, match="positive"):
         load_reference_image(np.zeros((8, 8, 3), np.uint8), 0, 64)
+
+
+@pytest.mark.parametrize(("width", "height", "says"), [
+    (20000, 20000, "is 400 megapixels"),  # over twice Pillow's own limit: Pillow refuses it as a bomb
+    (9000, 8000, "is 9000x8000 pixels, 72 megapixels"),  # over ours, under Pillow's
+])
+def test_an_oversized_image_is_refused_from_its_header(tmp_path: Path, width: int, height: int, says: str) -> None:
+    """The files hold no pixel data at all: decoding would fail with another message, so these messages show the
+    size was refused from the header, before any decoding."""
+    from tests.media import png_header_only
+    from vexpress_model.inputs.image import load_full_image, reference_image_size
+
+    path = png_header_only(tmp_path / "huge.png", width, height)
+    assert path.stat().st_size == 45
+    for load in (lambda: load_reference_image(path, 64, 64), lambda: load_reference_image(path, 64, 64, "original"),
+                 lambda: load_detection_image(path, 64, 64, "original"), lambda: load_full_image(path),
+                 lambda: reference_image_size(path)):
+        with pytest.raises(InputError) as refused:
+            load()
+        assert str(refused.value) == (
+            f"reference image {path} {says}, more than the 67 megapixels (8192x8192) this package reads; scale it "
+            "down first (for example to 4096 pixels on the longer side, in any image editor)")
+
+
+def test_image_size_from_the_header_follows_the_exif_orientation(tmp_path: Path) -> None:
+    from vexpress_model.inputs.image import image_file_size
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees when shown
+    Image.fromarray(np.zeros((40, 100, 3), np.uint8)).save(tmp_path / "turned.jpg", exif=exif)
+    from PIL import ImageOps
+
+    assert image_file_size(tmp_path / "turned.jpg") == (40, 100)
+    assert ImageOps.exif_transpose(Image.open(tmp_path / "turned.jpg")).size == (40, 100)  # as Pillow shows it

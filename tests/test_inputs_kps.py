@@ -183,3 +183,19 @@ def test_track_validation() -> None:
     assert track.points.dtype == np.float32 and not track.points.flags.writeable
     assert track.duration_s == pytest.approx(0.08)
     assert "frames=2" in repr(track)
+
+
+@pytest.mark.parametrize(("arrays", "holds"), [({"kps": np.zeros((4, 3, 2)), "fps": 25.0}, "kps, fps"),
+                                               ({}, "arr_0")])
+def test_npz_without_points_names_the_key_it_needs(tmp_path: Path, arrays: dict, holds: str) -> None:
+    path = tmp_path / "track.npz"
+    if arrays:
+        np.savez(path, **arrays)
+    else:
+        np.savez(path, np.zeros((4, 3, 2)))  # positional: numpy names it arr_0
+    with pytest.raises(InputError) as refused:
+        load_kps(path)
+    assert str(refused.value) == (
+        f"kps file {path} is a .npz archive without a 'points' array (it holds {holds}); save the [frames, 3, 2] "
+        "points under that name (np.savez(path, points=...)) or extract the kps with "
+        "`python -m vexpress_model.extract_kps`")

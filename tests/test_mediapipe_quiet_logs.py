@@ -78,3 +78,24 @@ def test_descriptor_2_is_restored_even_on_error(capfd: pytest.CaptureFixture) ->
     with native_stderr_silenced(enabled=False):
         os.write(2, b"not silenced\n")
     assert capfd.readouterr().err == "before\nafter\nnot silenced\n"
+
+
+def test_generation_commands_show_no_native_log_lines(tiny_model_dir: Path, media_dir: Path, tmp_path: Path) -> None:
+    """The batch command, two jobs (each detects its face with a new MediaPipe detector); its jobs run the main
+    command's generation, so this covers both (``--verbose`` wiring: tests/test_cli_messages.py)."""
+    import json
+
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("".join(json.dumps({"reference_image_path": str(media_dir / "portrait.png"),
+                                        "audio_path": str(media_dir / "speech_short.wav"),
+                                        "output_path": str(tmp_path / f"{name}.mp4"), "seed": seed}) + "\n"
+                            for seed, name in enumerate(("a", "b"))))
+    run = subprocess.run([sys.executable, "-m", "vexpress_model.batch", str(jobs), "--model_dir", str(tiny_model_dir),
+                          "--face_detector", "mediapipe", "--retarget_strategy", "fix_face", "--num_inference_steps",
+                          "1", "--fps", "10", "--context_frames", "4", "--context_overlap", "1", "--image_width",
+                          "64", "--image_height", "64", "--device", "cpu", "--no_download"],
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert _noise(run.stderr) == [], run.stderr
+    assert [line.split(" done in ")[0] for line in run.stdout.splitlines() if " done in " in line] == [
+        "job 1 of jobs.jsonl", "job 2 of jobs.jsonl"]

@@ -201,7 +201,7 @@ def test_each_stage_goes_through_load_models_gpu(generated, pipe, lib):
     assert roles == [("vae", "reference_net"), ("kps_guider",), ("audio_projection",), ("denoising_unet",), ("vae",)]
     assert all(full for _, _, full in calls)
     # The UNet's activations for one 8-frame window of 8x8 latents, both CFG halves: the pipeline's own estimate.
-    per_image = lib("pipeline.memory_policy").estimate_unet_bytes_per_image(
+    per_image = lib("pipeline.memory").estimate_unet_bytes_per_image(
         64, pipe.models.unet_config.block_out_channels[0], pipe.dtype
     )
     assert [m for _, m, _ in calls] == [0, 0, 0, per_image * SAMPLER_SMALL["context_frames"] * 2, 0]

@@ -248,3 +248,43 @@ def test_median_filtered_chunks_equal_the_whole_clip_filter():
             chunks.append(frames[start : start + size])
             start += size
         assert np.array_equal(np.concatenate(list(median_filtered_chunks(chunks))), median_filter_3d(frames))
+
+
+_ENCODE_IN_A_CHILD = """
+import os, sys
+import numpy as np
+from PIL import Image
+from vexpress_model.outputs.video import write_video
+
+os.sched_setaffinity(0, {int(cpu) for cpu in sys.argv[2].split(",")})
+photo = np.asarray(Image.open(sys.argv[4]).convert("RGB"))
+# Real footage: a window panning over the example photo (x264's motion search and macroblock tree at work).
+frames = np.stack([photo[40 + 2 * i : 280 + 2 * i, 100 + 5 * i : 420 + 5 * i] for i in range(24)])
+chunk = int(sys.argv[3])
+audio = (np.sin(np.arange(16000) / 9.0).astype(np.float32) * 0.3, 16000)
+for run in range(int(sys.argv[5])):
+    chunks = (frames[i : i + chunk] for i in range(0, len(frames), chunk))
+    write_video(f"{sys.argv[1]}.{run}.mp4", chunks, 25.0, audio=audio, crf=17)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
+def test_the_same_frames_give_the_same_bytes_in_any_process_layout(tmp_path: Path) -> None:
+    """Real footage encoded three times in one process and once in another, one process pinned to a single CPU
+    with one thread everywhere, the other on every CPU, fed in different chunk sizes: byte-identical MP4s."""
+    import subprocess
+    import sys
+
+    photo = Path(__file__).resolve().parents[1] / "example_workflows" / "input" / "vexpress_landscape.jpg"
+    every_cpu = ",".join(str(cpu) for cpu in sorted(os.sched_getaffinity(0)))
+    one_cpu = every_cpu.split(",")[0]
+    layouts = [
+        (one_cpu, "1", "3", {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}),
+        (every_cpu, "5", "1", {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}),
+    ]
+    for index, (cpus, chunk, runs, env) in enumerate(layouts):
+        subprocess.run([sys.executable, "-c", _ENCODE_IN_A_CHILD, str(tmp_path / f"layout{index}"), cpus, chunk,
+                        str(photo), runs], env={**os.environ, **env}, check=True, timeout=300)
+    outputs = [path.read_bytes() for path in sorted(tmp_path.glob("layout*.mp4"))]
+    assert len(outputs) == 4 and len(outputs[0]) > 1000
+    assert all(output == outputs[0] for output in outputs[1:])

@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from tests.test_pipeline_fakes import FakeUNet, FakeUNetOptions
-from vexpress_model.pipeline.denoise import (
+from vexpress_model.pipeline.denoise import UNetLike
+from vexpress_model.pipeline.windows import (
     OriginalWindowAccumulator,
-    UNetLike,
     WindowAccumulator,
+    context_windows,
+    frame_window_counts,
     make_accumulator,
 )
-from vexpress_model.pipeline.timing import context_windows, frame_window_counts
 
 
 def _windows_and_predictions(dtype: torch.dtype):

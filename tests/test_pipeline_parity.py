@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from vexpress_model.pipeline.audio_input import Waveform16k
+from vexpress_model.conditioning.audio_features import Waveform16k
 from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
 from vexpress_model.pipeline.sampler import VExpressPipeline
-from vexpress_model.pipeline.timing import context_windows, plan_frames
+from vexpress_model.pipeline.windows import context_windows, plan_frames
 from vexpress_model.testing.reference_loop import original_style_sample
 
 models_module = pytest.importorskip("vexpress_model.models")

@@ -11,10 +11,8 @@ import torch
 from tests.test_pipeline_fakes import make_fake_models, make_inputs
 from vexpress_model.errors import GenerationCancelled, InputError
 from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
-from vexpress_model.pipeline.images import frames_to_uint8
-from vexpress_model.pipeline.memory_policy import balanced_batches
-from vexpress_model.pipeline.sampler import VExpressPipeline
-from vexpress_model.pipeline.timing import context_windows, plan_frames
+from vexpress_model.pipeline.sampler import VExpressPipeline, frames_to_uint8
+from vexpress_model.pipeline.windows import balanced_batches, context_windows, plan_frames
 from vexpress_model.testing.reference_loop import original_style_decode, original_style_sample
 
 STEPS = 3

@@ -13,20 +13,19 @@ from torch import nn
 
 from tests.test_pipeline_fakes import make_fake_models, make_inputs
 from tests.test_pipeline_sampler import STEPS, _run
+from vexpress_model.conditioning.audio_features import AudioTokens, Wav2Vec2Features, Waveform16k
 from vexpress_model.errors import GenerationCancelled
-from vexpress_model.pipeline.audio_input import AudioTokens, Wav2Vec2Features, Waveform16k
-from vexpress_model.pipeline.device_placement import ModulePlacement, module_device
 from vexpress_model.pipeline.hooks import Hooks, SamplingSettings
-from vexpress_model.pipeline.memory_policy import balanced_batches
+from vexpress_model.pipeline.memory import ModulePlacement, module_device
 from vexpress_model.pipeline.sampler import VExpressPipeline
-from vexpress_model.pipeline.timing import context_windows, plan_frames
+from vexpress_model.pipeline.windows import balanced_batches, context_windows, plan_frames
 
 
 def test_memory_budget_limits_windows_per_call():
     models = make_fake_models()
     windows = context_windows(40, 8, 4, "original")
     # Budget for about two windows: the call count must follow.
-    from vexpress_model.pipeline.memory_policy import estimate_unet_bytes_per_image
+    from vexpress_model.pipeline.memory import estimate_unet_bytes_per_image
 
     per_window = estimate_unet_bytes_per_image(16, 16, torch.float32) * 8 * 2
     pipeline = VExpressPipeline(models, memory_budget_bytes=2 * per_window + 1)
@@ -244,7 +243,7 @@ class ReservingPlacement(RecordingPlacement):
 
 @pytest.mark.parametrize("guidance, halves", [(3.5, 2), (1.0, 1)])
 def test_denoise_stage_reserves_the_window_estimate(guidance, halves):
-    from vexpress_model.pipeline.memory_policy import estimate_unet_bytes_per_image
+    from vexpress_model.pipeline.memory import estimate_unet_bytes_per_image
 
     models = make_fake_models()
     placement = ReservingPlacement()

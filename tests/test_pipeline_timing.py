@@ -7,7 +7,7 @@ import json
 import pytest
 
 from vexpress_model.errors import InputError
-from vexpress_model.pipeline.timing import context_windows, frame_window_counts, plan_frames
+from vexpress_model.pipeline.windows import context_windows, frame_window_counts, plan_frames
 
 WINDOW_SETTINGS = [(24, 4), (12, 4), (8, 4), (6, 2), (16, 0), (32, 8), (1, 0)]
 
@@ -114,7 +114,7 @@ def test_bad_durations_and_compat() -> None:
 
 def test_frame_count_is_the_default_timing_of_plan_frames():
     from vexpress_model.errors import InputError
-    from vexpress_model.pipeline.timing import frame_count, plan_frames
+    from vexpress_model.pipeline.windows import frame_count, plan_frames
 
     for duration in (0.01, 0.3, 1.0, 2.5, 10.0, 1 / 60):
         assert frame_count(duration, 30) == plan_frames(duration, 30, 24, 4).num_frames

@@ -114,7 +114,7 @@ def read_jobs(path: Path, defaults: argparse.Namespace) -> list[Job]:
     """Every job of the jobs file; a line that is not a usable job becomes a Job with its error (recorded as
     failed, so that the others still run). Raises InputError when the file itself cannot be read."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: Notepad's byte-order mark is fine
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read the jobs file {path} ({getattr(exc, 'strerror', None) or exc})") from None
     jobs: list[Job] = []
@@ -183,6 +183,16 @@ def _run_job(job: Job, device: str, cache: Any) -> None:
     run_generation(request, model_cache=cache)
 
 
+def _retry_advice(failed: list[Job], jobs_path: Path) -> str:
+    """What to do about the jobs not done: lines of the jobs file that are no job (not JSON, a bad flag) must be
+    fixed first, since running the same command again fails them again; the others may just be retried."""
+    unusable = [str(job.number) for job in failed if job.args is None]
+    if not unusable:
+        return "fix what their errors say, or run the same command again to retry them"
+    lines = f"line{'s' if len(unusable) > 1 else ''} {', '.join(unusable)}"
+    return f"fix {lines} of {jobs_path} (the errors say what is wrong), then run the same command again"
+
+
 def run_batch(args: argparse.Namespace) -> int:
     from .pipeline.distributed import process_device, torchrun_launch
 
@@ -194,7 +204,11 @@ def run_batch(args: argparse.Namespace) -> int:
         raise_on_sigterm()  # torchrun's SIGTERM then removes a half-written video on its way out
     results = Path(args.results) if args.results else jobs_path.with_suffix(".results.jsonl")
     jobs = read_jobs(jobs_path, args)
+    if results.resolve() == jobs_path.resolve():
+        raise InputError(f"--results {results} is the jobs file itself; give the results their own file (the "
+                         f"default is {jobs_path.with_suffix('.results.jsonl')})")
     manifest = ResultsManifest(results)
+    manifest.check()  # before the first job: a manifest that cannot take its record fails now, not after a job
     done = manifest.done_outputs()
     pending = [job for job in jobs if job.error is not None or str(Path(job.output).resolve()) not in done]
     name = f"rank {launch.rank}: " if launch is not None else ""
@@ -225,7 +239,7 @@ def run_batch(args: argparse.Namespace) -> int:
     failed = [job for job in jobs if job.error is not None or str(Path(job.output).resolve()) not in done]
     if failed:
         print(f"{len(failed)} of {len(jobs)} jobs not done (lines {', '.join(str(j.number) for j in failed)}); "
-              f"see {results}; run the same command again to retry them", file=sys.stderr)
+              f"see {results}; {_retry_advice(failed, jobs_path)}", file=sys.stderr)
         return EXIT_SOME_FAILED
     return 0
 

@@ -3,15 +3,19 @@
 Every flag of the original is accepted (docs/spec.md §4.1) with the user manual's defaults. Additions: ``--model_dir``
 (a folder in the released layout; the individual path flags still override), ``--reference_kps_path``,
 ``--compat {fixed,original}``, ``--dump_dir``, ``--crf``, ``--median_filter``, ``--no_download`` and a few
-speed knobs. Bad input ends with one line on stderr and exit code 2, and leaves no output file behind.
+speed knobs. Bad input ends with one line on stderr and exit code 2 (missing model files: a short table of them and
+the ways to get them, also exit code 2), and leaves no output file behind. Ctrl-C or SIGTERM while it runs: exit
+code 130, the video being written is discarded (an existing file under the output name is left as it was).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
 from .conditioning.face_crop import DEFAULT_CROP_SCALE
@@ -24,6 +28,7 @@ from .entry import (
     setup_logging,
     with_defaults_in_help,
 )
+from .entry import whole_number as _whole_number
 from .errors import InputError, ProcessFailedError, VExpressError
 from .options import (
     COLOR_MATCH_MODES,
@@ -32,40 +37,36 @@ from .options import (
     DTYPES,
     FACE_DETECTORS,
     MEDIAN_FILTER_MODES,
+    MIN_MAX_SIDE,
     REFERENCE_KPS_SPACES,
     RETARGET_STRATEGIES,
     TEST_STAGES,
 )
 from .outputs.paste_back import DEFAULT_COLOR_MATCH, DEFAULT_FEATHER
 from .pipeline.distributed import DEFAULT_TIMEOUT_S
-from .validation import MAX_CRF, range_problem
+from .validation import MAX_CRF
 
 EXIT_FAILED = 1  # a process of a torchrun launch failed for another reason than a bad input
 
 
-def _whole_number(low: int, high: int | None = None, why: str = "") -> Any:
-    """An argparse type: an integer from ``low`` to ``high`` (no upper bound when None)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-        problem = range_problem(value, low, high, why)
-        if problem is not None:
-            raise argparse.ArgumentTypeError(problem)
-        return value
-
-    return parse
-
-
 def _audio_rate(text: str) -> int:
-    rate = _whole_number(1)(text)
+    try:
+        rate = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
     if rate != 16000:
         raise argparse.ArgumentTypeError(
             f"must be 16000, got {rate}: wav2vec2-base-960h was trained on 16 kHz audio (any input rate is "
             "resampled to it); leave the flag out")
     return rate
+
+
+def _max_side(text: str) -> int:
+    side = _whole_number(0)(text)
+    if 0 < side < MIN_MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"must be 0 (keep the photo's size) or at least {MIN_MAX_SIDE} pixels, "
+                                         f"got {side}")
+    return side
 
 
 def _positive_seconds(text: str) -> float:
@@ -162,8 +163,9 @@ def build_parser(*, inputs_required: bool = True, for_jobs: bool = False, prog: 
                             help="crop the face out of the reference image, generate at --image_width x "
                                  "--image_height, paste the result back; the video has the image's own size")
     full_frame.add_argument("--face_box", default="",
-                            help="x1,y1,x2,y2: crop around this face box (reference image pixels) instead of the "
-                                 "detected face")
+                            help="x1,y1,x2,y2 (reference image pixels): the face's box; the crop is planned around "
+                                 "it instead of around a face found in the whole photo, and the face's keypoints are "
+                                 "then detected inside that crop (a face must still be found there)")
     full_frame.add_argument("--crop_scale", type=float, default=DEFAULT_CROP_SCALE,
                             help=f"crop side in face sizes (default {DEFAULT_CROP_SCALE}: head and shoulders, the "
                                  "framing the model was trained on)")
@@ -175,8 +177,9 @@ def build_parser(*, inputs_required: bool = True, for_jobs: bool = False, prog: 
     full_frame.add_argument("--color_match", default=DEFAULT_COLOR_MATCH, choices=COLOR_MATCH_MODES,
                             help="match the generated face's colours to the photo: once per clip (default), per "
                                  "frame, or off")
-    full_frame.add_argument("--max_side", type=_whole_number(0), default=0,
-                            help="scale the output down so its longer side is at most this many pixels (0: keep)")
+    full_frame.add_argument("--max_side", type=_max_side, default=0,
+                            help="scale the output down so its longer side is at most this many pixels (0: keep; "
+                                 f"else at least {MIN_MAX_SIDE})")
 
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto: cuda when available)")
@@ -195,6 +198,8 @@ def build_parser(*, inputs_required: bool = True, for_jobs: bool = False, prog: 
                          help="under torchrun: seconds the processes wait for each other before giving up "
                               f"(default {DEFAULT_TIMEOUT_S:.0f})")
     runtime.add_argument("--quiet", action="store_true", help="no progress bars")
+    runtime.add_argument("--verbose", action="store_true",
+                         help="also show MediaPipe's own native log lines (TensorFlow Lite, absl), hidden by default")
     return with_defaults_in_help(parser)
 
 
@@ -218,7 +223,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(run_generation(request_from_cli_args(args)))
 
-    return run_command(work, interrupted_message="interrupted: no video was written")
+    with _sigterm_as_interrupt():
+        return run_command(work, interrupted_message="interrupted: no video was written")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a job scheduler ending the job) handled like Ctrl-C while the command runs: the video
+    being written is discarded on the way out instead of staying behind as a hidden partial file. The previous
+    handler comes back afterwards (``main`` may be called from a program of its own)."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: signals are the host program's business
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main_distributed(args: argparse.Namespace, launch: Any) -> int:
@@ -254,7 +279,11 @@ def main_distributed(args: argparse.Namespace, launch: Any) -> int:
         return EXIT_USER_ERROR if error.user_error else EXIT_FAILED
     except VExpressError as error:
         record_error_for_torchrun(error)
-        print(f"error: {name}: " + one_line(error), file=sys.stderr)
+        if getattr(error, "same_on_every_process", False):  # e.g. no CUDA: said once per machine
+            if launch.local_rank == 0:
+                print("error: " + one_line(error), file=sys.stderr)
+        else:
+            print(f"error: {name}: " + one_line(error), file=sys.stderr)
         return EXIT_USER_ERROR
     except (Terminated, KeyboardInterrupt):
         print(f"{name} stopped: torchrun ended the run (another process failed or it was interrupted); "

@@ -239,8 +239,11 @@ def released_layout_hints(model_ckpts: Path | str) -> list[str]:
     """The other ways to get the files of the released layout (the README's one-command recipe) and the flags."""
     root = Path(model_ckpts)
     return [
+        # Copied into the folder, not moved onto its name: "mv V-Express/model_ckpts ROOT" nests the tree as
+        # ROOT/model_ckpts when ROOT exists already (as it does once a download has started); -n keeps its files.
         "Or get them all with one command (needs git-lfs, about 6 GB): git clone https://huggingface.co/tk93/V-Express"
-        f" && mv V-Express/model_ckpts {root} && mv V-Express/*.bin {root}/v-express",
+        f" && mkdir -p {root}/v-express && cp -Rn V-Express/model_ckpts/. {root}/ && cp -n V-Express/*.bin "
+        f"{root}/v-express/",
         "--no_download never downloads; `python -m vexpress_model.check_model --model_dir "
         f"{root}` checks what a folder holds.",
     ]

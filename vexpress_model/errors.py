@@ -43,7 +43,14 @@ class GenerationCancelled(Exception):
 
 
 class DistributedSetupError(VExpressError):
-    """A torchrun launch cannot run: bad environment variables, a device that does not fit, no process group."""
+    """A torchrun launch cannot run: bad environment variables, a device that does not fit, no process group.
+
+    ``same_on_every_process``: every process of the machine meets the same problem (no CUDA at all), so one of
+    them (local rank 0) says it, not each."""
+
+    def __init__(self, message: str, *, same_on_every_process: bool = False) -> None:
+        super().__init__(message)
+        self.same_on_every_process = same_on_every_process
 
 
 class ProcessFailedError(VExpressError):

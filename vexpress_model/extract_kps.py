@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .entry import CommandParser, run_command, with_defaults_in_help
+from .entry import CommandParser, run_command, whole_number, with_defaults_in_help
 from .errors import InputError
 from .files import require_writable_file
 from .options import FACE_DETECTORS, FACE_SELECTIONS, KPS_FORMATS
@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--audio_save_path", type=str, default="", help="where to write the audio (.mp3, .wav, ...)")
     parser.add_argument("--device", type=str, default="cuda", choices=("cuda", "cpu", "auto"),
                         help="face detection device (CUDA needs onnxruntime-gpu; falls back to the CPU)")
-    parser.add_argument("--gpu_id", type=int, default=0, help="which CUDA GPU detects faces (--device cuda or auto)")
+    parser.add_argument("--gpu_id", type=whole_number(0), default=0,
+                        help="which CUDA GPU detects faces (--device cuda or auto)")
     parser.add_argument("--insightface_model_path", type=str, default="./model_ckpts/insightface_models/",
                         help="folder holding models/buffalo_l/det_10g.onnx")
     parser.add_argument("--height", type=int, default=512, help="frames are resized to this height first")
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(the largest in the first frame), the largest, or the most confident (score)")
     parser.add_argument("--face_detector", choices=FACE_DETECTORS, default="auto",
                         help="auto: insightface where its model is present, else MediaPipe when installed")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show MediaPipe's own native log lines (TensorFlow Lite, absl), hidden by default")
     return with_defaults_in_help(parser)
 
 
@@ -118,7 +121,7 @@ def run(args: argparse.Namespace) -> None:
     if kps_path is not None:
         # A command line: MediaPipe's native start-up log lines are noise here (never in ComfyUI's process).
         detector = create_face_detector(args.face_detector, args.insightface_model_path, device=args.device,
-                                        gpu_id=args.gpu_id, quiet_native_logs=True)
+                                        gpu_id=args.gpu_id, quiet_native_logs=not args.verbose)
         update, finish = _progress_bar(info.num_frames)
         try:
             track = extract_kps_track(video, detector, width=args.width, height=args.height,

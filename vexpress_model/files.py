@@ -6,17 +6,28 @@ that extract_kps saves, kps files).
 * A writer fills a hidden file beside the target (:func:`partial_path`) and renames it to the target only when it
   is complete, so an interrupted or failed write never leaves a half-written file under the final name, and an
   existing file is replaced only by a whole new one.
+* A writer that is killed outright (SIGKILL, a power cut) cannot remove its hidden file. The hidden name holds the
+  writer's machine and process id, so the next writer of the same target removes the ones whose writer is gone
+  (:func:`remove_stale_partials`): only hidden files of that exact target, written on this machine, by a process
+  that no longer exists.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
+import os
+import re
+import socket
 import tempfile
 import uuid
 from pathlib import Path
 from typing import Literal
 
 from .errors import InputError
+
+logger = logging.getLogger("vexpress.files")
 
 # "exist": the folder must be there already (nothing is created); "create": missing folders are made now;
 # "later": the writer will make them, so only the nearest existing folder has to take files.
@@ -52,11 +63,53 @@ def require_writable_file(path: Path | str, what: str, *, folders: FolderPolicy 
     return path
 
 
+def _machine_tag() -> str:
+    """Six hex digits naming this machine, so that a hidden file on a shared folder is judged only where its
+    process id means something."""
+    return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:6]
+
+
 def partial_path(path: Path) -> Path:
     """The hidden file a writer fills before it takes ``path``'s name: in the same folder (so the final rename is
-    atomic), with the same extension (so encoders pick the same format) and a random part (so two runs aimed at
-    one name never share it)."""
-    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+    atomic), with the same extension (so encoders pick the same format), the writer's machine and process id (so a
+    later run can tell a killed writer's file, :func:`remove_stale_partials`, which runs first) and a random part
+    (so two runs aimed at one name never share it)."""
+    remove_stale_partials(path)
+    return path.with_name(f".{path.stem}.{_machine_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether no process ``pid`` exists on this machine (a process of another user exists)."""
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent, only whether the process exists is checked
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: it exists, under another user
+        return False
+    return False
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Remove the hidden files (:func:`partial_path`) of earlier writers of ``path`` that were killed before they
+    could clean up: only names of exactly that target, from this machine, whose process is gone. Returns them."""
+    if os.name != "posix":  # os.kill(pid, 0) is not a harmless probe on Windows
+        return []
+    pattern = re.compile(rf"\.{re.escape(path.stem)}\.{_machine_tag()}-(\d+)-[0-9a-f]{{8}}\.partial"
+                         rf"{re.escape(path.suffix)}")
+    removed = []
+    try:
+        names = [entry.name for entry in os.scandir(path.parent) if entry.is_file(follow_symlinks=False)]
+    except OSError:  # no folder yet, or one we may not list: nothing of ours is there
+        return []
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None or int(match.group(1)) == os.getpid() or not _process_gone(int(match.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            (path.parent / name).unlink()
+            removed.append(path.parent / name)
+            logger.info("removed %s, left by an earlier run that was killed while writing %s", name, path.name)
+    return removed
 
 
 def discard(temporary: Path) -> None:

@@ -23,8 +23,8 @@ import numpy as np
 
 from .errors import InputError, ModelFolderError
 from .models.paths import VEXPRESS_FILES
-from .options import CROP_BORDER_MODES, STRATEGIES_WITH_DRIVING_KPS, TEST_STAGES
-from .pipeline.timing import check_frame_settings
+from .options import CROP_BORDER_MODES, STRATEGIES_WITH_DRIVING_KPS, TEST_STAGES, check_choice
+from .pipeline.windows import check_frame_settings
 from .request import GenerationRequest, request_from_cli_args
 from .validation import require_file, require_finite, require_inference_steps
 
@@ -72,19 +72,18 @@ def check_request(request: GenerationRequest, *, writes_output: bool = True) -> 
     if request.full_frame and request.compat == "original":
         raise InputError("--full_frame is an addition the original does not have; use it with --compat fixed")
     if request.full_frame:
-        from .conditioning.face_crop import check_crop_scale
+        from .conditioning.face_crop import check_crop_scale, check_face_box
+        from .inputs.image import image_file_size
         from .outputs.paste_back import check_paste_settings
 
         check_crop_scale(request.crop_scale)
+        if request.face_box is not None:  # against the photo's size from its header (no decoding)
+            check_face_box(request.face_box, *image_file_size(request.reference_image))
         check_paste_settings(request.feather, request.color_match, request.max_side)
-        if request.crop_border not in CROP_BORDER_MODES:
-            raise InputError(
-                f"--crop_border must be one of {', '.join(CROP_BORDER_MODES)}, got {request.crop_border!r}"
-            )
+        check_choice(request.crop_border, CROP_BORDER_MODES, "--crop_border")
     if request.full_frame and request.reference_kps_path is not None and request.reference_kps_space == "output":
-        raise InputError(
-            "with --full_frame the reference kps are in the photo's own pixels; drop --reference_kps_in output"
-        )
+        raise InputError("with --full_frame the reference kps are in the photo's own pixels; drop "
+                         "--reference_kps_in output")
     check_output_path(request.output, create=False)
 
 
@@ -181,7 +180,7 @@ def _face_detector(request: GenerationRequest, paths: Any, device: Any) -> Any:
     from .inputs.face_backends import create_face_detector
 
     return create_face_detector(request.face_detector, paths.insightface_root, device=device.type,
-                                gpu_id=device.index or 0)
+                                gpu_id=device.index or 0, quiet_native_logs=request.quiet_native_logs)
 
 
 def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> np.ndarray:
@@ -209,9 +208,11 @@ def reference_keypoints(request: GenerationRequest, paths: Any, device: Any) -> 
 def full_frame_reference(request: GenerationRequest, full: np.ndarray, paths: Any, device: Any) -> Any:
     """Full-frame mode: the face crop (``CroppedReference``) of the whole reference image ``full``."""
     from .conditioning.face_crop import crop_reference
-    from .inputs.kps import load_reference_kps
+    from .inputs.kps import check_points_in_frame, load_reference_kps
 
-    kps = load_reference_kps(request.reference_kps_path) if request.reference_kps_path is not None else None
+    kps = None if request.reference_kps_path is None else check_points_in_frame(
+        load_reference_kps(request.reference_kps_path), full.shape[1], full.shape[0],
+        f"reference kps file {request.reference_kps_path}")
     name = f"reference image {request.reference_image}"
     if kps is not None:
         cropped = crop_reference(full, request.width, request.height, kps=kps, crop_scale=request.crop_scale,
@@ -356,7 +357,7 @@ def prepare_inputs(request: GenerationRequest, *, main: bool = True) -> Prepared
     need them (face detection). ``main`` False: a process that does not write (see :func:`check_request`)."""
     from .inputs.audio import decode_audio, to_mono_16k
     from .inputs.image import load_reference_image
-    from .pipeline.timing import plan_frames
+    from .pipeline.windows import plan_frames
 
     check_request(request, writes_output=main)
     # The input files are read and the frames planned before the device is chosen and the model folder looked at
@@ -419,11 +420,10 @@ def run_generation(
     """
     import torch
 
+    from .conditioning.audio_features import Waveform16k
     from .conditioning.kps_images import draw_kps_images, kps_image_source
     from .outputs.median_filter import median_filter_enabled, median_filtered_chunks
     from .outputs.video import VideoWriter
-    from .pipeline.audio_input import Waveform16k
-    from .pipeline.gather import decode_gathered
     from .pipeline.hooks import Hooks, SamplingSettings
     from .pipeline.sampler import VExpressPipeline
 
@@ -459,19 +459,7 @@ def run_generation(
     hooks = Hooks(progress=progress, dump=dump)
     audio = Waveform16k(inputs.waveform_16k)
     try:
-        if distributed is None:
-            frames = pipeline.generate(inputs.reference_image, kps_images, audio, plan, settings, hooks)
-        else:
-            # Every process computes the reference pass, the kps features and the audio tokens itself rather than
-            # receiving them from rank 0: they cost less than one denoising step (benchmarks/bench_distributed.py,
-            # "prep"), every process needs them at once, and a broadcast of the reference bank and kps features
-            # would move hundreds of MB per clip while the others wait. The initial noise comes from the seed on
-            # every process. Identical inputs, code and device type give identical values.
-            reference = pipeline.encode_reference(inputs.reference_image, hooks)
-            kps = pipeline.encode_kps(kps_images, plan.num_frames, hooks)
-            tokens = pipeline.encode_audio(audio, plan.num_frames, hooks)
-            latents = pipeline.sample(reference, kps, tokens, plan.windows, settings, hooks)
-            frames = decode_gathered(pipeline, latents, distributed.group, hooks=hooks)
+        frames = pipeline.generate(inputs.reference_image, kps_images, audio, plan, settings, hooks)
         if median_filter_enabled(request.median_filter, request.compat):
             frames = median_filtered_chunks(frames)
         frames = _counted(frames, plan.num_frames, request.show_progress and main, close_bar)

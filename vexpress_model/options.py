@@ -54,6 +54,10 @@ MAX_FPS = 240.0
 MIN_FPS = 1.0
 """Lowest output frame rate (the nodes' fps widgets start here): below it one frame would last seconds."""
 
+MIN_MAX_SIDE = 64
+"""Smallest longer side a full-frame video may be scaled down to (--max_side; 0 keeps the photo's size): below it the
+pasted face is a few pixels wide and the video a thumbnail nobody asked for."""
+
 
 def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
     """``value`` if it is one of ``choices``, else an InputError naming ``what`` and the choices."""

@@ -62,6 +62,9 @@ class GenerationRequest:
     dump_dir: Path | None = None
     show_progress: bool = True
     face_detector: str = "auto"  # auto, insightface or mediapipe (inputs/face_backends.py)
+    # Hide MediaPipe's native log lines (inputs/face_mediapipe.py): the command lines set it unless --verbose; never
+    # inside ComfyUI, whose process shares file descriptor 2.
+    quiet_native_logs: bool = False
     # Full-frame mode: the face is cut out of the reference image, generated at width x height and pasted back
     # into the full-resolution image (conditioning/face_crop.py, outputs/paste_back.py). reference_kps_path and
     # face_box are then in the reference image's own pixels.
@@ -153,6 +156,7 @@ def request_from_cli_args(args: Any) -> GenerationRequest:
         dump_dir=Path(args.dump_dir) if args.dump_dir else None,
         show_progress=not args.quiet,
         face_detector=args.face_detector,
+        quiet_native_logs=not getattr(args, "verbose", False),
         full_frame=args.full_frame,
         face_box=_parse_box(args.face_box) if args.face_box else None,
         crop_scale=args.crop_scale,
@@ -169,5 +173,6 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
     except ValueError:
         values = ()
     if len(values) != 4:
-        raise InputError(f"--face_box must be four numbers x1,y1,x2,y2 (reference image pixels), got {text!r}")
+        raise InputError(f"--face_box must be four numbers x1,y1,x2,y2 (reference image pixels), got {text!r}; "
+                         "negative numbers work too (--face_box -50,-50,200,200)")
     return values  # type: ignore[return-value]

@@ -19,11 +19,16 @@ Long clips are computed piecewise, with the same result as one forward pass (up 
 **Windows.** The features (in float32) are linearly interpolated (``align_corners=False``) to two vectors
 per video frame, padded with ``2 * num_pad`` zero vectors at each end, and frame *i* takes padded rows
 ``2i .. 2i + 2 * (2 * num_pad + 1) - 1``: ``[T, 10, D]`` for the default ``num_pad=2``.
+
+**Typed inputs.** The audio a generation starts from: a waveform, wav2vec2 features, per-frame windows or ready
+tokens. ``VExpressPipeline.encode_audio`` (and so ``generate``) takes any of them and runs only the audio stages
+still needed (the command line passes a waveform; the ComfyUI sampler passes the features AudioEmbed computed).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -181,3 +186,44 @@ def audio_windows(features: torch.Tensor | np.ndarray, num_frames: int, num_pad:
     padded = torch.cat([padding, interpolated, padding], dim=0)
     windows = padded.unfold(0, 2 * (2 * num_pad + 1), 2).permute(0, 2, 1)
     return windows.contiguous().to(tensor.dtype)
+
+
+# --------------------------------------------------------------------------------------------- typed inputs
+
+
+@dataclass(frozen=True)
+class _AudioArray:
+    array: np.ndarray | torch.Tensor
+
+
+class Waveform16k(_AudioArray):
+    """Mono 16 kHz samples ``[N]`` (``inputs.audio.to_mono_16k``): wav2vec2 runs in the pipeline's audio stage."""
+
+
+class Wav2Vec2Features(_AudioArray):
+    """wav2vec2 features ``[N, D]`` of the whole clip (``VExpressPipeline.audio_features``), on any device."""
+
+
+class AudioWindows(_AudioArray):
+    """Per-frame wav2vec2 windows ``[T, 10, D]`` (``conditioning.audio_features.audio_windows``)."""
+
+
+class AudioTokens(_AudioArray):
+    """Projected audio tokens ``[T, n, D]`` (``VExpressPipeline.project_audio``)."""
+
+
+AudioInput = Waveform16k | Wav2Vec2Features | AudioWindows | AudioTokens
+
+
+def as_audio_input(audio: AudioInput | np.ndarray | torch.Tensor) -> AudioInput:
+    """A typed input as it is; a bare array by its rank: ``[N]`` a waveform, ``[T, 10, D]`` windows."""
+    if isinstance(audio, _AudioArray):
+        return audio
+    rank = np.ndim(audio)
+    if rank == 1:
+        return Waveform16k(audio)
+    if rank == 3:
+        return AudioWindows(audio)
+    raise InputError(
+        f"audio must be a 16 kHz waveform [N] or per-frame windows [T, 10, D] (or a typed audio input), got rank {rank}"
+    )

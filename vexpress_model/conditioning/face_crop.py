@@ -154,16 +154,42 @@ def plan_face_crop(
     return _square(_face_centre_from_kps(kps), face_size_from_kps(kps), width, height, crop_scale, border)
 
 
+def check_face_box(box: Any, width: int | None = None, height: int | None = None) -> np.ndarray:
+    """The face box (x1, y1, x2, y2) as float64 [4]; :class:`InputError` unless it is four finite numbers with
+    x2 > x1 and y2 > y1 and, given the image size, overlaps the ``width`` x ``height`` image and reaches at most
+    half the image past its edges (further is a coordinate mistake: another image size, normalised units)."""
+    try:
+        values = np.asarray(box, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        values = np.zeros(0)
+    if values.shape != (4,) or not np.isfinite(values).all() or values[2] <= values[0] or values[3] <= values[1]:
+        raise InputError(f"a face box is x1,y1,x2,y2 with x2 > x1 and y2 > y1 (source pixels), got {_numbers(box)}")
+    if width is None or height is None:
+        return values
+    size = np.array([width, height, width, height], dtype=np.float64)
+    if values[2] <= 0 or values[3] <= 0 or values[0] >= width or values[1] >= height:
+        raise InputError(f"the face box {_numbers(values)} lies outside the {width}x{height} image; give it in the "
+                         "image's own pixels")
+    if ((values < -size / 2) | (values > 1.5 * size)).any():
+        raise InputError(f"the face box {_numbers(values)} reaches far outside the {width}x{height} image; give it "
+                         "in the image's own pixels")
+    return values
+
+
+def _numbers(values: Any) -> str:
+    """Numbers as the user writes them ("-50,-50,200,200"), not as numpy prints them ("np.float64(-50.0)")."""
+    try:
+        return ",".join(f"{float(value):g}" for value in np.asarray(values, dtype=np.float64).reshape(-1))
+    except (TypeError, ValueError):
+        return repr(values)
+
+
 def plan_box_crop(
     box: tuple[float, float, float, float] | np.ndarray, width: int, height: int, *,
     crop_scale: float = DEFAULT_CROP_SCALE, border: Border = "pad",
 ) -> FaceCrop:
     """The square crop around a face box (x1, y1, x2, y2) in source pixels (see ``BOX_FACE_SIZE``)."""
-    values = np.asarray(box, dtype=np.float64).reshape(-1)
-    if values.shape != (4,) or not np.isfinite(values).all() or values[2] <= values[0] or values[3] <= values[1]:
-        raise InputError(f"a face box is x1,y1,x2,y2 with x2 > x1 and y2 > y1 (source pixels), got {box!r}")
-    if values[2] <= 0 or values[3] <= 0 or values[0] >= width or values[1] >= height:
-        raise InputError(f"the face box {tuple(values)} lies outside the {width}x{height} image")
+    values = check_face_box(box, width, height)
     face_size = BOX_FACE_SIZE * float(max(values[2] - values[0], values[3] - values[1]))
     centre = np.array([(values[0] + values[2]) / 2.0, (values[1] + values[3]) / 2.0 - BOX_CENTRE_RAISE * face_size])
     return _square(centre, face_size, width, height, crop_scale, border)

@@ -16,12 +16,13 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from ..errors import InputError
 
 KpsImageSource = Callable[[int, int], np.ndarray]
 """``source(start, stop)`` -> uint8 kps images ``[stop - start, H, W, 3]`` of those frames (the pipeline's
-``encode_kps`` accepts it)."""
+``encode_kps`` accepts it; :func:`as_uint8_frames` checks what it gives)."""
 
 POINT_COLOURS: tuple[tuple[int, int, int], ...] = ((255, 0, 0), (0, 255, 0), (0, 0, 255))
 LIMBS: tuple[tuple[int, int], ...] = ((0, 2), (1, 2))
@@ -110,3 +111,55 @@ def draw_kps_preview(
     out_w, out_h = max(8, round(width * scale)), max(8, round(height * scale))
     points = sequence * np.array([out_w / width, out_h / height], dtype=np.float32)
     return draw_kps_images(out_h, out_w, points)
+
+
+def as_uint8_frames(images: np.ndarray | torch.Tensor, what: str) -> torch.Tensor:
+    """uint8 RGB ``[H, W, 3]`` or ``[T, H, W, 3]`` as a ``[T, H, W, 3]`` tensor; anything else is an InputError."""
+    tensor = torch.as_tensor(images)
+    if tensor.dtype != torch.uint8 or tensor.ndim not in (3, 4) or tensor.shape[-1] != 3:
+        raise InputError(
+            f"{what} must be uint8 RGB [H, W, 3] or [T, H, W, 3], got {tuple(tensor.shape)} {tensor.dtype}"
+        )
+    return tensor if tensor.ndim == 4 else tensor.unsqueeze(0)
+
+
+def all_frames_equal(frames: torch.Tensor, chunk: int = 16) -> bool:
+    """Whether every frame equals the first; chunked with an early exit, so a long clip whose frames differ costs
+    one comparison and never a full-size boolean copy."""
+    first = frames[:1]
+    for start in range(1, frames.shape[0], chunk):
+        block = frames[start : start + chunk]
+        if not torch.equal(block, first.expand_as(block)):
+            return False
+    return True
+
+
+def kps_image_reader(
+    kps_images: np.ndarray | torch.Tensor | KpsImageSource, num_frames: int | None
+) -> tuple[Callable[[int, int], torch.Tensor], int, int]:
+    """What the pipeline's kps stage reads: ``(read, count, total)`` -- ``read(start, stop)`` gives uint8 kps images
+    ``[n, H, W, 3]`` of the ``count`` distinct frames (1 for a still face: one image, or a sequence whose frames are
+    all equal) of a clip of ``total`` frames. ``kps_images``: an array ``[T, H, W, 3]`` / ``[H, W, 3]``, or a
+    :data:`KpsImageSource` (then ``num_frames`` is needed)."""
+    if callable(kps_images):
+        if num_frames is None:
+            raise InputError("num_frames is needed when kps images come from a callable")
+        source = kps_images
+        total = count = int(num_frames)
+
+        def read(start: int, stop: int) -> torch.Tensor:
+            return as_uint8_frames(source(start, stop), "kps images")
+
+    else:
+        frames = as_uint8_frames(kps_images, "kps images")
+        total = int(num_frames) if num_frames is not None else int(frames.shape[0])
+        if frames.shape[0] not in (1, total):
+            raise InputError(f"{frames.shape[0]} kps images for {total} frames")
+        if frames.shape[0] > 1 and all_frames_equal(frames):
+            frames = frames[:1]
+        count = int(frames.shape[0])
+
+        def read(start: int, stop: int) -> torch.Tensor:
+            return frames[start:stop]
+
+    return read, count, total

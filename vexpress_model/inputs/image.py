@@ -12,11 +12,17 @@ pipeline's image processor, which resizes to ``(width, height)`` with Lanczos (a
 :func:`load_detection_image` gives the pixels the face detector sees: in fixed mode the same image, in
 original mode what the original hands to insightface (``cv2.imread``, which does apply EXIF orientation, then
 ``cv2.resize`` to ``(width, height)``, bilinear).
+
+Every image file is measured from its header before any pixel is decoded (:func:`image_file_size`): a file of
+more than :data:`MAX_IMAGE_PIXELS` is refused in one line (a 45-byte PNG can claim 20000 x 20000 pixels and ask
+for gigabytes once decoded).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,55 @@ from ..validation import require_file
 logger = logging.getLogger("vexpress.inputs")
 
 ImageSource = str | Path | np.ndarray | Any  # a path, a numpy array, a CPU torch tensor, a PIL image
+
+# The most pixels an image file may have: 64 megapixels (8192 x 8192, a 2:3 photo of 6688 x 10032). Larger
+# pictures gain nothing (the face is generated at --image_width x --image_height) and a decoded one of Pillow's own
+# limit takes gigabytes per copy; a file claiming more is refused from its header, before decoding.
+MAX_IMAGE_PIXELS = 8192 * 8192
+_EXIF_ORIENTATION = 0x0112
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that turn the picture by 90 degrees
+
+
+def _too_large(name: str, path: Path, pixels: int, size: str) -> InputError:
+    return InputError(
+        f"{name} {path} is {size}{pixels / 1e6:.0f} megapixels, more than the {MAX_IMAGE_PIXELS / 1e6:.0f} "
+        f"megapixels (8192x8192) this package reads; scale it down first (for example to 4096 pixels on the "
+        "longer side, in any image editor)"
+    )
+
+
+def image_file_size(path: str | Path, name: str = "reference image") -> tuple[int, int]:
+    """(width, height) of an image file as it is shown (the header's EXIF orientation applied), read from its
+    header only; :class:`InputError` for a file that is not an image or has more than :data:`MAX_IMAGE_PIXELS`."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = require_file(path, name, "check the path")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, in our words
+            with Image.open(path) as image:
+                width, height = image.size
+                exif_bytes = image.info.get("exif")
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses twice its own limit before handing out the image; its message holds the pixel count.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = int(found.group(1)) if found else 2 * int(Image.MAX_IMAGE_PIXELS or MAX_IMAGE_PIXELS)
+        raise _too_large(name, path, pixels, "") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{name} {path} is not an image file Pillow can read; use a JPEG or PNG") from None
+    except OSError as exc:
+        raise InputError(f"{name} {path} cannot be read ({exc}); re-save it as JPEG or PNG") from None
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _too_large(name, path, width * height, f"{width}x{height} pixels, ")
+    if exif_bytes:
+        exif = Image.Exif()
+        try:
+            exif.load(exif_bytes)
+        except Exception:  # a damaged EXIF block: Pillow shows the picture as stored
+            exif = Image.Exif()
+        if exif.get(_EXIF_ORIENTATION) in _SWAPPING_ORIENTATIONS:
+            width, height = height, width
+    return int(width), int(height)
 
 
 def _check_size(width: int, height: int) -> None:
@@ -71,6 +126,7 @@ def _open_pil(source: ImageSource, name: str, upright: bool) -> Any:
         image = source
     elif isinstance(source, (str, Path)):
         path = require_file(source, name, "check the path")
+        image_file_size(path, name)  # refuses an oversized file before its pixels are decoded
         try:
             image = Image.open(path)
             image.load()
@@ -89,8 +145,7 @@ def _open_pil(source: ImageSource, name: str, upright: bool) -> Any:
 
 def reference_image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) of an image file as it is shown (EXIF orientation applied)."""
-    image = _open_pil(path, "reference image", upright=True)
-    return int(image.width), int(image.height)
+    return image_file_size(path, "reference image")
 
 
 def load_reference_image(
@@ -122,6 +177,7 @@ def load_detection_image(
 
     _check_size(width, height)
     path = require_file(source, name, "check the path")
+    image_file_size(path, name)  # before OpenCV decodes it
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise InputError(f"{name} {path} is not an image file OpenCV can read; use a JPEG or PNG")

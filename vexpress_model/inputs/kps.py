@@ -233,6 +233,18 @@ def _is_npz(path: Path) -> bool:
         return False
 
 
+def _npz_arrays(path: Path) -> list[str]:
+    """The array names of a numpy ``.npz`` archive (its ``<name>.npy`` members); [] for any other zip."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile:
+        return []
+    if not names or not all(name.endswith(".npy") for name in names):
+        return []
+    return [name[: -len(".npy")] for name in names]
+
+
 def _load_npz(path: Path) -> KpsTrack:
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -294,6 +306,13 @@ def load_kps(path: str | Path) -> KpsTrack:
     if data[:4] == b"PK\x03\x04":
         if _is_npz(path):
             return _load_npz(path)
+        arrays = _npz_arrays(path)
+        if arrays:
+            raise InputError(
+                f"kps file {path} is a .npz archive without a 'points' array (it holds {', '.join(arrays)}); save "
+                "the [frames, 3, 2] points under that name (np.savez(path, points=...)) or extract the kps with "
+                "`python -m vexpress_model.extract_kps`"
+            )
         track = _make_track(_points_from_object(_load_torch_zip(path), path), None, None, None, path)
     elif data[:1] == b"\x80":
         track = _make_track(_points_from_object(_load_plain_pickle(path, data), path), None, None, None, path)

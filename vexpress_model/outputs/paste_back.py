@@ -31,7 +31,7 @@ import numpy as np
 
 from ..conditioning.face_crop import FaceCrop
 from ..errors import InputError
-from ..options import COLOR_MATCH_MODES
+from ..options import COLOR_MATCH_MODES, MIN_MAX_SIDE
 
 logger = logging.getLogger("vexpress.outputs")
 
@@ -45,8 +45,7 @@ def output_size(width: int, height: int, max_side: int | None) -> tuple[int, int
     """(width, height, scale) of the pasted video: at most ``max_side`` on the longer side, even sizes."""
     scale = 1.0
     if max_side:
-        if max_side < 2:
-            raise InputError(f"the maximum output side must be at least 2 pixels, got {max_side}")
+        check_paste_settings(DEFAULT_FEATHER, DEFAULT_COLOR_MATCH, max_side)
         scale = min(1.0, max_side / max(width, height))
     scaled_width = max(2, int(round(width * scale)))
     scaled_height = max(2, int(round(height * scale)))
@@ -54,13 +53,15 @@ def output_size(width: int, height: int, max_side: int | None) -> tuple[int, int
 
 
 def check_paste_settings(feather: float, color_match: str, max_side: int | None) -> None:
-    """InputError for a feather outside [0, 0.5] (or not finite), an unknown colour mode or a max side below 2."""
+    """InputError for a feather outside [0, 0.5] (or not finite), an unknown colour mode or a max side below
+    ``MIN_MAX_SIDE``."""
     if not (math.isfinite(feather) and 0.0 <= feather <= MAX_FEATHER):
         raise InputError(f"feather must be between 0 and {MAX_FEATHER} (a fraction of the crop side), got {feather}")
     if color_match not in COLOR_MATCH_MODES:
         raise InputError(f"color_match must be one of {', '.join(COLOR_MATCH_MODES)}, got {color_match!r}")
-    if max_side is not None and max_side and max_side < 2:
-        raise InputError(f"the maximum output side must be at least 2 pixels, got {max_side}")
+    if max_side is not None and max_side and max_side < MIN_MAX_SIDE:
+        raise InputError(f"the maximum output side (max_side) must be 0 (keep the photo's size) or at least "
+                         f"{MIN_MAX_SIDE} pixels, got {max_side}")
 
 
 def feather_mask(crop: FaceCrop, feather: float) -> np.ndarray:

@@ -1,29 +1,25 @@
-"""The windowed classifier-free-guidance DDIM loop (docs/spec.md §4.12, §4.13), in three small pieces:
+"""The windowed classifier-free-guidance DDIM loop (docs/spec.md §4.12, §4.13):
 
 * :class:`UNetRunner` -- calls the denoising UNet (optionally ``torch.compile``-d, falling back to eager).
 * :class:`WindowDenoiser` -- per step, evaluates this process's context windows in batches (one UNet call per
   batch, both CFG halves in it) and hands each window's guided v-prediction to the accumulator.
-* :class:`WindowAccumulator` -- the single home of the per-frame sums: ``"fixed"`` sums in float32 and divides by
-  the frames' window counts at the end; ``"original"`` divides each contribution first and sums in the run dtype,
-  in window order (the original's arithmetic, docs/spec.md §10 #11). Multi-process sampling sums the partial sums of all
-  processes with one ``all_reduce`` before :meth:`~WindowAccumulator.result`.
+
+The windows themselves -- their plan, batches, inputs and the per-frame accumulator -- are in :mod:`.windows`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from ..errors import InputError
 from ..options import Compat
 from .hooks import Hooks, SamplingSettings
-from .kps_features import KpsFeatures
-from .timing import MAX_CONTEXT_FRAMES
+from .windows import KpsFeatures, WindowPlan, batch_inputs, make_accumulator
 
 logger = logging.getLogger("vexpress.pipeline")
 
@@ -62,86 +58,6 @@ class UNetLike(Protocol):
         uncond: torch.Tensor,
     ) -> torch.Tensor:
         """v-prediction ``[B, 4, F, h, w]`` for ``sample [B, 4, F, h, w]``; ``uncond [B]`` flags the CFG branch."""
-
-
-# ------------------------------------------------------------------------------------------------ accumulator
-
-
-class WindowAccumulator:
-    """Per-frame sums of the windows' guided predictions of one step, and their combination.
-
-    ``like``: the latents ``[1, 4, T, h, w]``; ``counts``: windows per frame over all windows of the step (also when
-    this process evaluates only some of them), broadcastable to ``like`` (``[1, 1, T, 1, 1]``).
-    """
-
-    def __init__(self, like: torch.Tensor, counts: torch.Tensor) -> None:
-        self.counts = counts
-        self.sums = torch.zeros_like(like, dtype=self._sum_dtype(like))
-
-    def _sum_dtype(self, like: torch.Tensor) -> torch.dtype:
-        return torch.float32
-
-    def reset(self) -> None:
-        """Zero the sums (start of each step)."""
-        self.sums.zero_()
-
-    def add(self, window: range, guided: torch.Tensor) -> None:
-        """Add one window's guided prediction ``[1, 4, len(window), h, w]``."""
-        self.sums[:, :, window.start : window.stop] += guided.to(self.sums.dtype)
-
-    def all_reduce(self, group: Any) -> None:
-        """Sum the partial sums of all processes of ``group`` (no-op when ``group`` is None)."""
-        if group is None:
-            return
-        import torch.distributed as dist
-
-        dist.all_reduce(self.sums, op=dist.ReduceOp.SUM, group=group)
-
-    def result(self) -> torch.Tensor:
-        """The combined prediction ``[1, 4, T, h, w]`` for ``scheduler.step``."""
-        return self.sums / self.counts
-
-
-class OriginalWindowAccumulator(WindowAccumulator):
-    """The original's arithmetic: each contribution divided by its frames' window counts, summed in the run dtype
-    (the dtype of ``like``) in window order."""
-
-    def _sum_dtype(self, like: torch.Tensor) -> torch.dtype:
-        return like.dtype
-
-    def add(self, window: range, guided: torch.Tensor) -> None:
-        share = guided / self.counts[:, :, window.start : window.stop]
-        self.sums[:, :, window.start : window.stop] += share.to(self.sums.dtype)
-
-    def result(self) -> torch.Tensor:
-        return self.sums
-
-
-def make_accumulator(compat: str, like: torch.Tensor, counts: torch.Tensor) -> WindowAccumulator:
-    """The accumulator of ``compat`` ("fixed": float32 sums; "original": run-dtype shares)."""
-    return OriginalWindowAccumulator(like, counts) if compat == "original" else WindowAccumulator(like, counts)
-
-
-# --------------------------------------------------------------------------------------------------- windows
-
-
-def check_windows(windows: Sequence[range], num_frames: int) -> int:
-    """Validates that ``windows`` cover frames ``0..num_frames-1`` with contiguous windows of one length; returns it."""
-    if not windows or sorted({f for w in windows for f in w}) != list(range(num_frames)):
-        raise InputError(f"the context windows must cover frames 0..{num_frames - 1}")
-    frames_per_window = len(windows[0])
-    if any(len(w) != frames_per_window or w.step != 1 for w in windows) or frames_per_window > MAX_CONTEXT_FRAMES:
-        raise InputError(f"context windows must be contiguous, of one length, at most {MAX_CONTEXT_FRAMES} frames")
-    return frames_per_window
-
-
-@dataclass(frozen=True)
-class WindowPlan:
-    """Per-sampling constants of the windowed loop (computed once, never per step)."""
-
-    batches: list[list[range]]  # this process's windows, in UNet-call batches
-    counts: torch.Tensor  # [1, 1, T, 1, 1] windows per frame over all windows, on the device
-    cfg: bool
 
 
 # ------------------------------------------------------------------------------------------------------ UNet
@@ -237,11 +153,7 @@ class WindowDenoiser:
         """CFG-combined v-prediction ``[k, 4, F, h, w]`` for the k windows of ``batch`` (one UNet call); float32 in
         "fixed", the run dtype in "original"."""
         settings = self.settings
-        sample = torch.stack([latents[0, :, w.start : w.stop] for w in batch]).to(self.dtype)
-        audio = torch.stack([audio_tokens[w.start : w.stop] for w in batch])
-        # Window slices of host features (offload mode) are views of pinned memory: copy those, then stack them on
-        # the device.
-        kps_batch = torch.stack([kps.frames(w).to(self.device, self.dtype, non_blocking=True) for w in batch])
+        sample, audio, kps_batch = batch_inputs(batch, latents, audio_tokens, kps, self.device, self.dtype)
         k = len(batch)
         if cfg:
             # Unconditional half first, like the original's [uncond, cond] CFG batch: zero kps features, zero audio

@@ -14,8 +14,17 @@
 
 Faults that happen outside a collective are torchrun's business: when a worker exits non-zero or is killed, the
 torchrun agent sends SIGTERM to the others (then SIGKILL); :func:`raise_on_sigterm` turns that SIGTERM into an
-exception so that temporary files are removed on the way out. Which windows and frames each process works on is
-in :mod:`.sharding`; the split decode is in :mod:`.gather`.
+exception so that temporary files are removed on the way out.
+
+* :func:`gathered_decode` is the VAE decode of a distributed run (``VExpressPipeline.decode`` calls it when it has a
+  process group): the frames are cut into chunks of the pipeline's ``decode_chunk_frames`` and dealt round-robin
+  (:func:`~.windows.decode_rounds`); in each round every rank decodes one chunk, then one ``gather`` brings the
+  round's chunks to rank 0, which hands them on in frame order. Rank 0 thus holds at most one round
+  (``world_size x decode_chunk_frames`` frames) at a time however long the clip is, and the decode runs on every
+  device at once. uint8 frames travel (a quarter of the float bytes); float32 only when asked for floats or when
+  rank 0 dumps ``video_float``.
+
+Which windows each process samples is in :mod:`.windows` (:func:`~.windows.shard_windows`).
 """
 
 from __future__ import annotations
@@ -25,15 +34,18 @@ import logging
 import os
 import signal
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from ..errors import DistributedSetupError, ProcessFailedError, VExpressError
+from .hooks import Hooks
+from .windows import decode_rounds, rank_frames
 
 logger = logging.getLogger("vexpress.distributed")
 
@@ -83,12 +95,25 @@ def torchrun_launch(environ: Mapping[str, str] | None = None) -> Launch | None:
 
 def process_device(device: str, launch: Launch | None) -> str:
     """The device a process runs on: as asked outside torchrun; under torchrun ``auto`` and ``cuda`` mean
-    ``cuda:LOCAL_RANK`` (one GPU per process; ``auto`` without CUDA means the CPU)."""
+    ``cuda:LOCAL_RANK`` (one GPU per process; ``auto`` without CUDA means the CPU). ``cuda`` on a machine without
+    CUDA, or with fewer GPUs than processes, is a :class:`DistributedSetupError` (torch would fail deep inside
+    ``set_device`` otherwise)."""
     if launch is None:
         return device
     if device in ("auto", "cuda"):
-        if device == "auto" and not torch.cuda.is_available():
-            return "cpu"
+        if not torch.cuda.is_available():
+            if device == "auto":
+                return "cpu"
+            raise DistributedSetupError(
+                "--device cuda was asked for but this torch build sees no CUDA GPU; use --device cpu (every "
+                "process then runs on the CPU)", same_on_every_process=True,
+            )
+        gpus = torch.cuda.device_count()
+        if launch.local_rank >= gpus:
+            raise DistributedSetupError(
+                f"{launch.name()}: each process takes its own GPU (cuda:LOCAL_RANK), but this machine has {gpus}; "
+                f"start torchrun with --nproc_per_node {gpus} or fewer, or use --device cpu"
+            )
         return f"cuda:{launch.local_rank}"
     if device != "cpu":
         raise DistributedSetupError(
@@ -231,3 +256,73 @@ class DistributedRun:
         if not failure.same_everywhere:
             message = f"rank {failure.rank} of {self.launch.world_size}: {message}"
         raise ProcessFailedError(message, rank=failure.rank, user_error=failure.user_error) from error
+
+
+# ------------------------------------------------------------------------------------------------ split decode
+
+LocalDecode = Callable[[torch.Tensor, bool], Iterator[np.ndarray]]
+"""``decode(latents, as_float)``: this rank's latents ``[1, 4, t, h, w]`` decoded in chunks of ``chunk_frames``
+frames, float32 in [0, 1] when ``as_float`` else uint8 (``VExpressPipeline``'s own decode)."""
+
+
+def gathered_decode(
+    decode: LocalDecode,
+    latents: torch.Tensor,
+    group: Any,
+    *,
+    chunk_frames: int,
+    frame_size: tuple[int, int],
+    to_uint8: Callable[[torch.Tensor], torch.Tensor],
+    output: str = "uint8",
+    hooks: Hooks | None = None,
+) -> Iterator[np.ndarray]:
+    """Decoded frames ``[n, H, W, 3]`` (``frame_size`` is ``(H, W)``) in frame order on rank 0 (uint8, or float32
+    in [0, 1]); nothing on the other ranks, which must iterate all the same (they decode and send while iterated).
+    ``latents`` ``[1, 4, T, h, w]`` must be the same on every rank (they are after sampling). A ``dump`` hook is
+    honoured on rank 0 as a single process's decode honours it (``video_float``, ``frames_uint8`` of the whole
+    video; ``to_uint8`` converts the floats as the pipeline does)."""
+    hooks = hooks or Hooks()
+    rank, world_size = dist.get_rank(group), dist.get_world_size(group)
+    main = rank == 0
+    keep = main and hooks.dump is not None
+    # Floats travel when rank 0 needs them; the others cannot know whether rank 0 dumps, so the choice is made by
+    # rank 0 and sent along with the first collective below.
+    wants_float = torch.tensor([1 if (keep or output == "float") else 0], dtype=torch.int32)
+    comm_device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else None
+    if comm_device is not None:
+        wants_float = wants_float.to(comm_device)
+    dist.broadcast(wants_float, src=0, group=group)
+    as_float = bool(wants_float.item())
+
+    num_frames = int(latents.shape[2])
+    rounds = decode_rounds(num_frames, chunk_frames, world_size)
+    mine = rank_frames(rounds, rank)
+    local: Iterator[np.ndarray] = iter(())
+    if mine:
+        local = decode(latents.index_select(2, torch.tensor(mine, device=latents.device)), as_float)
+    height, width = frame_size
+    dtype = torch.float32 if as_float else torch.uint8
+    kept: list[np.ndarray] = []
+    for chunks in rounds:
+        buffer = torch.zeros((chunk_frames, height, width, 3), dtype=dtype)
+        if rank < len(chunks):
+            piece = torch.from_numpy(np.ascontiguousarray(next(local)))
+            buffer[: piece.shape[0]] = piece
+        if comm_device is not None:
+            buffer = buffer.to(comm_device)
+        # Every rank joins every round's gather, also those without a chunk in it, so the calls match up.
+        received = [torch.empty_like(buffer) for _ in range(world_size)] if main else None
+        dist.gather(buffer, received, dst=0, group=group)
+        if not main:
+            continue
+        assert received is not None
+        frames = torch.cat([received[i][: len(frames_range)].cpu() for i, frames_range in enumerate(chunks)])
+        if keep:
+            kept.append(frames.numpy())
+        if as_float and output == "uint8":
+            frames = to_uint8(frames)
+        yield frames.numpy()
+    if keep and hooks.dump is not None and kept:
+        video = np.concatenate(kept)
+        hooks.dump("video_float", np.ascontiguousarray(video.transpose(3, 0, 1, 2)[None]))
+        hooks.dump("frames_uint8", to_uint8(torch.from_numpy(video)).numpy())

@@ -22,10 +22,6 @@ video and the unconditional reference/audio attentions are the constants they re
 and kps features stay on the compute device between steps; only the conditional kps features are stored; no
 per-frame Python loops in the hot path.
 
-Module map of the pipeline: ``hooks`` (settings, callbacks), ``kps_features``, ``memory_policy`` (budgets, windows
-per call, keep/recompute of kps features), ``denoise`` (the loop and its window accumulator), ``device_placement``
-(where the networks live per stage); this module orchestrates the stages.
-
 ``compat="original"`` reproduces the original numerically: the per-window contributions are divided by the
 frame's window count and accumulated in the run dtype, and latents are kept in the run dtype (docs/spec.md §10 #11).
 ``compat="fixed"`` keeps the latents and the accumulation in float32 (identical in an fp32 run).
@@ -44,24 +40,51 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..conditioning.audio_features import DEFAULT_CHUNK_SECONDS, audio_windows, wav2vec2_features
-from ..conditioning.kps_images import KpsImageSource
+from ..conditioning.audio_features import (
+    DEFAULT_CHUNK_SECONDS,
+    AudioInput,
+    AudioTokens,
+    AudioWindows,
+    Wav2Vec2Features,
+    Waveform16k,
+    as_audio_input,
+    audio_windows,
+    wav2vec2_features,
+)
+from ..conditioning.kps_images import KpsImageSource, as_uint8_frames, kps_image_reader
 from ..errors import InputError
 from ..options import Compat, check_compat
-from .audio_input import AudioInput, AudioTokens, AudioWindows, Wav2Vec2Features, Waveform16k, as_audio_input
-from .denoise import DDIM_CONFIG, UNetLike, UNetRunner, WindowDenoiser, WindowPlan, check_windows
-from .device_placement import ModulePlacement, Placement, module_device
+from .denoise import DDIM_CONFIG, UNetLike, UNetRunner, WindowDenoiser
 from .hooks import Hooks, SamplingSettings
-from .images import all_frames_equal, as_uint8_frames, frames_to_uint8, reference_image_tensor
-from .kps_features import KpsFeatures
-from .memory_policy import DEVICE_CONDITION_BUDGET_BYTES, MemoryPolicy, balanced_batches
-from .sharding import local_windows
-from .timing import FramePlan, frame_window_counts
+from .memory import DEVICE_CONDITION_BUDGET_BYTES, MemoryPolicy, ModulePlacement, Placement, module_device
+from .windows import FramePlan, KpsFeatures, WindowPlan, check_windows
 
 logger = logging.getLogger("vexpress.pipeline")
 
 # SD-1.5 VAE latent scale, hard-coded by the original (docs/spec.md §3.7).
 LATENT_SCALE = 0.18215
+
+
+def reference_image_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 RGB ``[H, W, 3]`` -> float32 ``[1, 3, H, W]`` in [-1, 1], as diffusers' ``VaeImageProcessor`` does
+    (``x / 255`` then ``2x - 1``, both in float32). A float tensor ``[1, 3, H, W]`` is passed through."""
+    tensor = torch.as_tensor(image)
+    if tensor.is_floating_point():
+        if tensor.ndim != 4 or tensor.shape[:2] != (1, 3):
+            raise InputError(f"a float reference image must be [1, 3, H, W] in [-1, 1], got {tuple(tensor.shape)}")
+        return tensor.float()
+    frames = as_uint8_frames(tensor, "the reference image")
+    if frames.shape[0] != 1:
+        raise InputError(f"one reference image expected, got {frames.shape[0]}")
+    return (frames.permute(0, 3, 1, 2).float() / 255.0) * 2.0 - 1.0
+
+
+def frames_to_uint8(frames: torch.Tensor, compat: Compat) -> torch.Tensor:
+    """Float frames in [0, 1] -> uint8. "original" truncates like ``(x * 255).astype(uint8)``; "fixed" rounds."""
+    scaled = frames.float() * 255.0
+    if compat != "original":
+        scaled = scaled.round()
+    return scaled.clamp_(0, 255).to(torch.uint8)
 
 @dataclass
 class ReferenceState:
@@ -203,27 +226,7 @@ class VExpressPipeline:
         ``num_frames``), so that a long clip's kps images never exist all at once.
         """
         hooks = hooks or Hooks()
-        if callable(kps_images):
-            if num_frames is None:
-                raise InputError("num_frames is needed when kps images come from a callable")
-            source = kps_images
-            total = count = int(num_frames)
-
-            def read(start: int, stop: int) -> torch.Tensor:
-                return as_uint8_frames(source(start, stop), "kps images")
-
-        else:
-            frames = as_uint8_frames(kps_images, "kps images")
-            total = int(num_frames) if num_frames is not None else int(frames.shape[0])
-            if frames.shape[0] not in (1, total):
-                raise InputError(f"{frames.shape[0]} kps images for {total} frames")
-            if frames.shape[0] > 1 and all_frames_equal(frames):
-                frames = frames[:1]
-            count = int(frames.shape[0])
-
-            def read(start: int, stop: int) -> torch.Tensor:
-                return frames[start:stop]
-
+        read, count, total = kps_image_reader(kps_images, num_frames)
         broadcast = count == 1 and total != 1
         with self._stage("kps", ("kps_guider",)):
             features: torch.Tensor | None = None
@@ -291,7 +294,7 @@ class VExpressPipeline:
         self, audio: AudioInput | np.ndarray | torch.Tensor, num_frames: int, hooks: Hooks | None = None
     ) -> torch.Tensor:
         """Audio tokens ``[T, n, D]`` (run dtype, on the device) for ``num_frames`` video frames, running only the
-        audio stages that ``audio`` (:mod:`.audio_input`) still needs: a ``Waveform16k`` -> :meth:`audio_features`;
+        audio stages that ``audio`` still needs: a ``Waveform16k`` -> :meth:`audio_features`;
         ``Wav2Vec2Features`` of the whole clip (on any device) -> per-frame windows (``audio_windows``, ``num_pad``
         from the model's constants); ``AudioWindows`` -> :meth:`project_audio`; ``AudioTokens`` are returned as they
         are. A bare array is a waveform ``[N]`` or windows ``[T, 10, D]``."""
@@ -307,10 +310,6 @@ class VExpressPipeline:
         return self.project_audio(audio.array, hooks)
 
     # ---------------------------------------------------------------------------------------------- sampling
-
-    def _local_windows(self, windows: tuple[range, ...]) -> tuple[range, ...]:
-        """The windows this process evaluates: all of them, or its share of the process group's (``.sharding``)."""
-        return local_windows(windows, self.process_group)
 
     def initial_noise(self, num_frames: int, latent_hw: tuple[int, int], seed: int) -> torch.Tensor:
         """The original's initial latents: the first draw of a freshly seeded CPU generator, in the run dtype.
@@ -331,13 +330,10 @@ class VExpressPipeline:
         windows: Sequence[range] | FramePlan,
         settings: SamplingSettings | None = None,
         hooks: Hooks | None = None,
-        *,
-        init_latents: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The windowed CFG DDIM loop (:mod:`.denoise`); returns the final latents ``[1, 4, T, h, w]`` on the device.
 
-        ``windows`` come from :func:`~vexpress_model.pipeline.timing.plan_frames` (a ``FramePlan`` is accepted).
-        ``init_latents`` replaces the seeded noise (tests).
+        ``windows`` come from :func:`~vexpress_model.pipeline.windows.plan_frames` (a ``FramePlan`` is accepted).
         """
         settings = settings or SamplingSettings()
         hooks = hooks or Hooks()
@@ -361,17 +357,13 @@ class VExpressPipeline:
         if tuple(reference.latent.shape[-2:]) != (h, w):
             raise InputError(f"reference latent {tuple(reference.latent.shape[-2:])} and kps features {(h, w)} differ")
 
-        if init_latents is None:
-            init_latents = self.initial_noise(num_frames, (h, w), settings.seed)
-        latents = init_latents * scheduler.init_noise_sigma
+        latents = self.initial_noise(num_frames, (h, w), settings.seed) * scheduler.init_noise_sigma
         hooks.emit("init_latents", latents)
         # fixed: a float32 master copy of the latents (the UNet sees the run dtype); original: the run dtype
         # throughout, like the original's fp16 latents.
         loop_dtype = self.dtype if self.compat == "original" else torch.float32
         latents = latents.to(self.device, loop_dtype)
 
-        # Counts over all windows, also when this process evaluates only some of them.
-        counts = torch.tensor(frame_window_counts(num_frames, windows), device=self.device)
         audio_tokens = audio_tokens.to(self.device, self.dtype)
         window_bytes = self.memory.window_bytes(frames_per_window, cfg, h * w, kps.channels)
         # Recomputed kps features need the guider beside the UNet.
@@ -379,13 +371,10 @@ class VExpressPipeline:
         with self._stage("denoise", roles, activation_bytes=window_bytes):
             # Sized once the UNet is in place, so that free device memory is measured with its weights loaded.
             per_batch = self.memory.windows_per_call(frames_per_window, cfg, h * w, kps.channels)
-            local = self._local_windows(windows)
-            plan = WindowPlan(
-                batches=balanced_batches(local, per_batch), counts=counts.view(1, 1, num_frames, 1, 1), cfg=cfg
-            )
+            plan = WindowPlan.build(windows, num_frames, per_batch, cfg, self.device, self.process_group)
             logger.info(
                 "sampling %d frames: %d window%s of %d frames in %d UNet call%s per step, %d step%s, CFG %s",
-                num_frames, len(local), "s"[: len(local) != 1], frames_per_window, len(plan.batches),
+                num_frames, plan.num_windows, "s"[: plan.num_windows != 1], frames_per_window, len(plan.batches),
                 "s"[: len(plan.batches) != 1], settings.num_inference_steps, "s"[: settings.num_inference_steps != 1],
                 "on" if cfg else "off",
             )
@@ -415,12 +404,36 @@ class VExpressPipeline:
     ) -> Iterator[np.ndarray]:
         """Decoded frames in chunks of ``decode_chunk_frames``: ``[n, H, W, 3]`` uint8 (``frames_to_uint8``) or
         float32 in [0, 1]. Only one chunk is held as floats at a time; with a ``dump`` hook the whole video is kept
-        for the ``video_float`` / ``frames_uint8`` dumps."""
-        return self._decode(latents, output, hooks or Hooks())
+        for the ``video_float`` / ``frames_uint8`` dumps.
 
-    def _decode(self, latents: torch.Tensor, output: str, hooks: Hooks) -> Iterator[np.ndarray]:
+        With a ``process_group`` the decode is split over its processes and gathered to rank 0 in frame order
+        (:func:`~.distributed.gathered_decode`): rank 0 gets every frame, the other ranks nothing, and every rank
+        must iterate all the same (they decode and send while iterated)."""
+        hooks = hooks or Hooks()
         if output not in ("uint8", "float"):
             raise InputError(f"output must be 'uint8' or 'float', got {output!r}")
+        if self.process_group is None:
+            yield from self._decode(latents, output, hooks)
+            return
+        from .distributed import gathered_decode
+
+        def decode_mine(mine: torch.Tensor, as_float: bool) -> Iterator[np.ndarray]:
+            return self._decode(mine, "float" if as_float else "uint8", Hooks(cancel=hooks.cancel))
+
+        yield from gathered_decode(
+            decode_mine, latents, self.process_group, chunk_frames=self.decode_chunk_frames,
+            frame_size=self._frame_size(latents), to_uint8=lambda frames: frames_to_uint8(frames, self.compat),
+            output=output, hooks=hooks,
+        )
+
+    def _frame_size(self, latents: torch.Tensor) -> tuple[int, int]:
+        """Decoded frame size from the latent size: the VAE upsamples by 2 per block after the first (diffusers'
+        ``vae_scale_factor``; 8 for SD's VAE)."""
+        blocks = getattr(getattr(self.models.vae, "config", None), "block_out_channels", None)
+        factor = 2 ** (len(blocks) - 1) if blocks else 8
+        return int(latents.shape[-2]) * factor, int(latents.shape[-1]) * factor
+
+    def _decode(self, latents: torch.Tensor, output: str, hooks: Hooks) -> Iterator[np.ndarray]:
         keep = hooks.dump is not None
         kept_float: list[np.ndarray] = []
         kept_uint8: list[np.ndarray] = []
@@ -462,6 +475,14 @@ class VExpressPipeline:
         output: Literal["uint8", "float"] = "uint8",
     ) -> Iterator[np.ndarray]:
         """All stages; returns the iterator of decoded frame chunks once sampling is done.
+
+        With a ``process_group`` (a torchrun launch) every process runs every stage: each computes the reference
+        pass, the kps features and the audio tokens itself rather than receiving them from rank 0 -- they cost less
+        than one denoising step (benchmarks/bench_distributed.py, "prep"), every process needs them at once, and a
+        broadcast of the reference bank and kps features would move hundreds of MB per clip while the others wait.
+        The initial noise comes from the seed on every process; identical inputs, code and device type give
+        identical values. The windows of each step are shared out (:mod:`.windows`) and the decode is gathered to
+        rank 0 (:meth:`decode`), whose iterator alone yields frames.
 
         ``audio``: any input :meth:`encode_audio` takes (a ``Waveform16k``: wav2vec2 runs here, ``Wav2Vec2Features``,
         ``AudioWindows``, ``AudioTokens``, or a bare waveform ``[N]`` or windows ``[T, 10, D]``).
