@@ -51,6 +51,8 @@ SMALL_WIDGETS = {
 }
 PACK_WORDS = ("vexpress", "v-express")
 NODES_2_SETTING = "Comfy.VueNodes.Enabled"
+# A dialog: PrimeVue's (frontend 1.2x) or any element with the dialog role (1.49's Templates browser).
+DIALOG = ".p-dialog, [role='dialog']"
 RENDERERS = ("classic", "nodes2")
 
 
@@ -109,7 +111,7 @@ class Frontend:
 
     def close_dialogs(self) -> None:
         for _ in range(3):
-            if self.page.locator(".p-dialog").count() == 0:
+            if self.page.locator(DIALOG).filter(visible=True).count() == 0:
                 return
             self.page.keyboard.press("Escape")
             self.page.wait_for_timeout(300)
@@ -208,8 +210,9 @@ def _apart(a: dict, b: dict) -> bool:
 
 def _open_template(ui: Frontend, title: str) -> None:
     page = ui.page
+    ui.close_dialogs()  # the command toggles the Templates browser: an open one (1.49 shows it at start) would close
     ui.js("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
-    dialog = page.locator(".p-dialog").last
+    dialog = page.locator(DIALOG).filter(visible=True).last
     dialog.wait_for(state="visible", timeout=30_000)
     dialog.get_by_text(PACK_FOLDER, exact=True).first.click()
     card = dialog.get_by_text(title, exact=True).first
@@ -231,7 +234,7 @@ def test_template_opens_without_missing_nodes_or_errors(frontend, path):
     before = len(ui.pack_errors())
     _open_template(ui, path.stem)
     shot = ui.shot(f"open_{path.stem[:11].replace(' ', '_')}")
-    missing_dialog = ui.page.locator(".p-dialog").filter(has_text=re.compile("missing|not found", re.I))
+    missing_dialog = ui.page.locator(DIALOG).filter(visible=True).filter(has_text=re.compile("missing|not found", re.I))
     assert missing_dialog.count() == 0, f"missing-node dialog, see {shot}"
     nodes = ui.js(GRAPH_STATE)
     assert all(n["known"] for n in nodes), [n["type"] for n in nodes if not n["known"]]
