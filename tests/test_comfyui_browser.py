@@ -51,6 +51,7 @@ SMALL_WIDGETS = {
 }
 PACK_WORDS = ("vexpress", "v-express")
 NODES_2_SETTING = "Comfy.VueNodes.Enabled"
+EXPERIMENTAL_VUE = "Enable Vue node rendering (hidden)"
 # A dialog: PrimeVue's (frontend 1.2x) or any element with the dialog role (1.49's Templates browser).
 DIALOG = ".p-dialog, [role='dialog']"
 RENDERERS = ("classic", "nodes2")
@@ -118,14 +119,16 @@ class Frontend:
 
 
 def _has_nodes_2() -> bool:
-    """Whether this ComfyUI's frontend package (in the running Python, as in the server's) has the Nodes 2.0 setting:
-    1.49 (ComfyUI 0.33) has, 0.3.64's has not."""
+    """Whether this ComfyUI's frontend package (in the running Python, as in the server's) offers Nodes 2.0: 1.49
+    (ComfyUI 0.33) does; 1.27 (0.3.64) has only a hidden experimental toggle of an early Vue renderer (its setting
+    is named "Enable Vue node rendering (hidden)"), which lays nodes out over each other."""
     try:
         import comfyui_frontend_package
     except ImportError:
         return False
-    assets = Path(comfyui_frontend_package.__file__).parent / "static" / "assets"
-    return any(NODES_2_SETTING in path.read_text(errors="ignore") for path in assets.glob("*.js"))
+    assets = [path.read_text(errors="ignore") for path in
+              (Path(comfyui_frontend_package.__file__).parent / "static" / "assets").glob("*.js")]
+    return any(NODES_2_SETTING in text for text in assets) and not any(EXPERIMENTAL_VUE in text for text in assets)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +139,7 @@ def frontend(request, server, shots, tmp_path_factory):
 
     renderer = getattr(request, "param", "classic")
     if renderer == "nodes2" and not _has_nodes_2():
-        pytest.skip(f"this ComfyUI's frontend has no Nodes 2.0 ({NODES_2_SETTING}; it came in frontend 1.2x)")
+        pytest.skip(f"this ComfyUI's frontend has no Nodes 2.0 ({NODES_2_SETTING}), only the classic renderer")
     if _has_nodes_2():  # a user setting kept by the server: say which renderer this page opens with
         comfy_server.api.post_json(server.url, f"/settings/{NODES_2_SETTING}", renderer == "nodes2")
     shots = shots / renderer
