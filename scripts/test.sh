@@ -74,7 +74,9 @@ for run in "${present_runs[@]}"; do
     echo "=== comfyui tests against $COMFYUI_PATH (${run#*:})" >&2
     # ComfyUI's checkout is only read (CI runs as root, so nothing else would stop a bytecode cache being written).
     code=0
-    PYTHONDONTWRITEBYTECODE=1 "$COMFYUI_PYTHON" -m pytest -m comfyui "$@" || code=$?
+    # Each ComfyUI's browser screenshots in their own folder (test-artifacts/<checkout>/browser/).
+    VEXPRESS_ARTIFACTS="${VEXPRESS_ARTIFACTS:-$PWD/test-artifacts}/$(basename "$COMFYUI_PATH")" \
+        PYTHONDONTWRITEBYTECODE=1 "$COMFYUI_PYTHON" -m pytest -m comfyui "$@" || code=$?
     codes+=("$code")
     echo "=== comfyui tests against $COMFYUI_PATH: exit $code after $(( $(seconds) - started )) s" >&2
 done
