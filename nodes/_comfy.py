@@ -30,6 +30,23 @@ except ImportError as exc:  # outside ComfyUI, or a ComfyUI older than the V3 no
     ComfyExtension = io = ui = InputImpl = Types = folder_paths = None  # type: ignore[assignment]
 
 
+def schema_has(field: str) -> bool:
+    """Whether this ComfyUI's ``io.Schema`` takes ``field`` (``search_aliases`` came after 0.3.64)."""
+    import dataclasses
+
+    return any(item.name == field for item in dataclasses.fields(io.Schema))
+
+
+def marked_advanced(item):
+    """``item`` (a widget input) shown under the node's "advanced" inputs where this ComfyUI has them (0.33 does,
+    0.3.64 does not: there the input stays as it was, so the schema loads without a warning)."""
+    import inspect
+
+    if "advanced" in inspect.signature(io.Input.__init__).parameters:
+        item.advanced = True
+    return item
+
+
 def inside_comfyui() -> bool:
     """True when ComfyUI itself is importable, whether or not its node API is new enough."""
     import importlib.util

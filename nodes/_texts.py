@@ -13,9 +13,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from . import _comfy
 from ._comfy import io
 
 LOCALE_FILE = Path(__file__).resolve().parents[1] / "locales" / "en" / "nodeDefs.json"
+# Extra words the node library's search finds every node of the pack by, where ComfyUI has them (after 0.3.64).
+SEARCH_ALIASES = ("talking head", "lip sync", "avatar", "portrait animation", "V-Express")
 
 
 class NodeTexts:
@@ -38,12 +41,15 @@ class NodeTexts:
 
     def schema(self, inputs: list[Any], outputs: list[Any], **options: Any) -> io.Schema:
         """``io.Schema`` of this node with its display name and description, each input's tooltip and each
-        output's display name and tooltip (outputs by position, as the frontend's locale keys them)."""
+        output's display name and tooltip (outputs by position, as the frontend's locale keys them), and the pack's
+        search aliases where this ComfyUI's schema has them."""
         for item in inputs:
             item.tooltip = self._text("inputs", item.id)["tooltip"]
         for index, item in enumerate(outputs):
             text = self._text("outputs", str(index))
             item.display_name, item.tooltip = text["name"], text["tooltip"]
+        if _comfy.schema_has("search_aliases"):
+            options.setdefault("search_aliases", list(SEARCH_ALIASES))
         return io.Schema(
             node_id=self.node_id,
             display_name=self._entry["display_name"],

@@ -1,4 +1,5 @@
-"""Widgets that several nodes share: name, range, default and options defined once. Their tooltips, like every
+"""Widgets that several nodes share: name, range, default and options defined once (the rarely changed ones --
+context windows, compat -- marked advanced where ComfyUI has that). Their tooltips, like every
 text of the pack, are in ``locales/en/nodeDefs.json`` (each node says there what the value means for it)."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from ..vexpress_model.options import (
     SPEED_PRESETS,
 )
 from ..vexpress_model.pipeline.windows import MAX_CONTEXT_FRAMES
-from ._comfy import io
+from ._comfy import io, marked_advanced
 
 
 def width() -> io.Int.Input:
@@ -31,7 +32,7 @@ def fps(name: str) -> io.Float.Input:
 
 
 def compat(*, optional: bool = False) -> io.Combo.Input:
-    return io.Combo.Input("compat", options=list(COMPAT_MODES), default="fixed", optional=optional)
+    return marked_advanced(io.Combo.Input("compat", options=list(COMPAT_MODES), default="fixed", optional=optional))
 
 
 def median_filter() -> io.Combo.Input:
@@ -39,11 +40,11 @@ def median_filter() -> io.Combo.Input:
 
 
 def context_frames() -> io.Int.Input:
-    return io.Int.Input("context_frames", default=24, min=1, max=MAX_CONTEXT_FRAMES)
+    return marked_advanced(io.Int.Input("context_frames", default=24, min=1, max=MAX_CONTEXT_FRAMES))
 
 
 def context_overlap() -> io.Int.Input:
-    return io.Int.Input("context_overlap", default=4, min=0, max=MAX_CONTEXT_FRAMES - 1)
+    return marked_advanced(io.Int.Input("context_overlap", default=4, min=0, max=MAX_CONTEXT_FRAMES - 1))
 
 
 def face_detector(*, optional: bool = False) -> io.Combo.Input:

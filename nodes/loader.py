@@ -6,7 +6,7 @@ import os
 
 from ..vexpress_model.options import DTYPES
 from . import _comfy, _types, folders
-from ._comfy import io
+from ._comfy import io, marked_advanced
 from ._texts import NodeTexts
 
 CATEGORY = "V-Express/loaders"
@@ -66,7 +66,7 @@ class LoadVExpressModels(io.ComfyNode):
         inputs = [
             io.Combo.Input("model", options=model_folder_options(), default=DEFAULT_MODEL_NAME),
             io.Combo.Input("dtype", options=list(DTYPES), default="auto"),
-            io.Combo.Input("offload", options=list(OFFLOAD_MODES), default="auto"),
+            marked_advanced(io.Combo.Input("offload", options=list(OFFLOAD_MODES), default="auto")),
             io.Boolean.Input("download_missing", default=False),
         ]
         outputs = [_types.PipeType.Output("pipe")]

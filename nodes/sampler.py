@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import _types, _widgets
-from ._comfy import io
+from ._comfy import io, marked_advanced
 from ._texts import NodeTexts
 
 CATEGORY = "V-Express/sampling"
@@ -24,8 +24,8 @@ class VExpressSampler(io.ComfyNode):
             io.Int.Input("steps", default=25, min=1, max=200),
             io.Float.Input("guidance_scale", default=3.5, min=1.0, max=20.0, step=0.05),
             io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
-            io.Float.Input("reference_attention_weight", default=1.0, min=0.0, max=3.0, step=0.01),
-            io.Float.Input("audio_attention_weight", default=1.0, min=0.0, max=10.0, step=0.01),
+            marked_advanced(io.Float.Input("reference_attention_weight", default=1.0, min=0.0, max=3.0, step=0.01)),
+            marked_advanced(io.Float.Input("audio_attention_weight", default=1.0, min=0.0, max=10.0, step=0.01)),
             _widgets.context_frames(),
             _widgets.context_overlap(),
             _widgets.compat(),

@@ -64,10 +64,11 @@ class Server:
 
 @contextlib.contextmanager
 def running_server(base: Path, model_folder: Path, how_to: str, model_names: tuple[str, ...] = ("tiny",),
-                   *, restart: bool = False) -> Iterator[Server]:
+                   extra_args: tuple[str, ...] = (), *, restart: bool = False) -> Iterator[Server]:
     """Start ComfyUI in ``base`` with the pack and ``model_folder`` as ``models/vexpress/<name>`` for each of
-    ``model_names``; stop it after. ``restart``: ``base`` was set up by an earlier server; start on it as it is
-    (output/ and all), as a server restarted after a crash does."""
+    ``model_names`` (``extra_args``: more command-line options for main.py); stop it after. ``restart``: ``base``
+    was set up by an earlier server; start on it as it is (output/ and all), as a server restarted after a crash
+    does."""
     comfy_path = os.environ.get("COMFYUI_PATH")
     python = os.environ.get("COMFYUI_PYTHON")
     if not comfy_path or not python:
@@ -93,7 +94,7 @@ def running_server(base: Path, model_folder: Path, how_to: str, model_names: tup
     # The database too goes under base: its default lies inside the checkout, which must stay untouched.
     command = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
                str(base), "--database-url", f"sqlite:///{base / 'user' / 'comfyui.db'}", "--disable-auto-launch",
-               "--disable-api-nodes"]
+               "--disable-api-nodes", *extra_args]
     started = time.monotonic()
     with open(log, "wb") as handle:
         process = subprocess.Popen(command, cwd=comfy_path, stdout=handle, stderr=subprocess.STDOUT,

@@ -50,6 +50,11 @@ SMALL_WIDGETS = {
     "VExpressSampler": {"width": 64, "height": 64, "steps": 2, "context_frames": 8, "context_overlap": 2},
 }
 PACK_WORDS = ("vexpress", "v-express")
+NODES_2_SETTING = "Comfy.VueNodes.Enabled"
+EXPERIMENTAL_VUE = "Enable Vue node rendering (hidden)"
+# A dialog: PrimeVue's (frontend 1.2x) or any element with the dialog role (1.49's Templates browser).
+DIALOG = ".p-dialog, [role='dialog']"
+RENDERERS = ("classic", "nodes2")
 
 
 def _require_browser():
@@ -89,8 +94,8 @@ def server(tmp_path_factory, tiny_model_dir):
 class Frontend:
     """The ComfyUI page: Playwright's page plus the console messages it logged."""
 
-    def __init__(self, page, shots: Path) -> None:
-        self.page, self.shots, self.console = page, shots, []
+    def __init__(self, page, shots: Path, renderer: str) -> None:
+        self.page, self.shots, self.renderer, self.console = page, shots, renderer, []
         page.on("console", lambda message: self.console.append((message.type, message.text)))
         page.on("pageerror", lambda error: self.console.append(("error", str(error))))
 
@@ -107,16 +112,38 @@ class Frontend:
 
     def close_dialogs(self) -> None:
         for _ in range(3):
-            if self.page.locator(".p-dialog").count() == 0:
+            if self.page.locator(DIALOG).filter(visible=True).count() == 0:
                 return
             self.page.keyboard.press("Escape")
             self.page.wait_for_timeout(300)
 
 
+def _has_nodes_2() -> bool:
+    """Whether this ComfyUI's frontend package (in the running Python, as in the server's) offers Nodes 2.0: 1.49
+    (ComfyUI 0.33) does; 1.27 (0.3.64) has only a hidden experimental toggle of an early Vue renderer (its setting
+    is named "Enable Vue node rendering (hidden)"), which lays nodes out over each other."""
+    try:
+        import comfyui_frontend_package
+    except ImportError:
+        return False
+    assets = [path.read_text(errors="ignore") for path in
+              (Path(comfyui_frontend_package.__file__).parent / "static" / "assets").glob("*.js")]
+    return any(NODES_2_SETTING in text for text in assets) and not any(EXPERIMENTAL_VUE in text for text in assets)
+
+
 @pytest.fixture(scope="module")
-def frontend(server, shots, tmp_path_factory):
+def frontend(request, server, shots, tmp_path_factory):
+    """The page with the classic (LiteGraph canvas) renderer, or with Nodes 2.0 (``request.param == "nodes2"``, the
+    Vue renderer, where the frontend has it)."""
     from playwright.sync_api import sync_playwright
 
+    renderer = getattr(request, "param", "classic")
+    if renderer == "nodes2" and not _has_nodes_2():
+        pytest.skip(f"this ComfyUI's frontend has no Nodes 2.0 ({NODES_2_SETTING}), only the classic renderer")
+    if _has_nodes_2():  # a user setting kept by the server: say which renderer this page opens with
+        comfy_server.api.post_json(server.url, f"/settings/{NODES_2_SETTING}", renderer == "nodes2")
+    shots = shots / renderer
+    shots.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium_profile")), executable_path=CHROMIUM, headless=True,
@@ -124,7 +151,7 @@ def frontend(server, shots, tmp_path_factory):
         )
         try:
             page = context.pages[0] if context.pages else context.new_page()
-            ui = Frontend(page, shots)
+            ui = Frontend(page, shots, renderer)
             page.goto(server.url, wait_until="domcontentloaded")
             page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph", timeout=120_000)
             page.wait_for_timeout(2000)
@@ -173,10 +200,22 @@ ON_SCREEN = """() => {
 }"""
 
 
+# Nodes 2.0 draws each node as a DOM element ([data-node-id]) over the canvas: where they are on the page.
+VUE_NODES = """() => [...document.querySelectorAll('[data-node-id]')].map((e) => {
+    const r = e.getBoundingClientRect();
+    return {name: e.getAttribute('data-node-id'), l: r.left, t: r.top, r: r.right, b: r.bottom};
+}).filter((n) => n.r > n.l && n.b > n.t)"""
+
+
+def _apart(a: dict, b: dict) -> bool:
+    return a["r"] <= b["l"] or b["r"] <= a["l"] or a["b"] <= b["t"] or b["b"] <= a["t"]
+
+
 def _open_template(ui: Frontend, title: str) -> None:
     page = ui.page
+    ui.close_dialogs()  # the command toggles the Templates browser: an open one (1.49 shows it at start) would close
     ui.js("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
-    dialog = page.locator(".p-dialog").last
+    dialog = page.locator(DIALOG).filter(visible=True).last
     dialog.wait_for(state="visible", timeout=30_000)
     dialog.get_by_text(PACK_FOLDER, exact=True).first.click()
     card = dialog.get_by_text(title, exact=True).first
@@ -191,13 +230,14 @@ def _open_template(ui: Frontend, title: str) -> None:
     page.wait_for_timeout(1500)
 
 
+@pytest.mark.parametrize("frontend", RENDERERS, indirect=True)
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_template_opens_without_missing_nodes_or_errors(frontend, path):
     ui = frontend
     before = len(ui.pack_errors())
     _open_template(ui, path.stem)
     shot = ui.shot(f"open_{path.stem[:11].replace(' ', '_')}")
-    missing_dialog = ui.page.locator(".p-dialog").filter(has_text=re.compile("missing|not found", re.I))
+    missing_dialog = ui.page.locator(DIALOG).filter(visible=True).filter(has_text=re.compile("missing|not found", re.I))
     assert missing_dialog.count() == 0, f"missing-node dialog, see {shot}"
     nodes = ui.js(GRAPH_STATE)
     assert all(n["known"] for n in nodes), [n["type"] for n in nodes if not n["known"]]
@@ -208,14 +248,17 @@ def test_template_opens_without_missing_nodes_or_errors(frontend, path):
     assert ui.pack_errors()[before:] == [], f"console errors from the pack, see {shot}"
     # The whole graph is in view when it opens: inside the window, under no menu, side bar or minimap.
     view = ui.js(ON_SCREEN)
+    if ui.renderer == "nodes2":  # the nodes as drawn, which Nodes 2.0 sizes to its own widgets
+        view["nodes"] = ui.js(VUE_NODES)
+        assert len(view["nodes"]) == len(nodes), view["nodes"]
     assert len(view["covers"]) >= 3, view["covers"]  # the side bar, the top menu and the minimap at least
-    for node in view["nodes"]:
+    for index, node in enumerate(view["nodes"]):
         inside = node["l"] >= 0 and node["t"] >= 0 and node["r"] <= view["width"] and node["b"] <= view["height"]
         assert inside, f"{node['name']} is cut off at the window's edge, see {shot}"
         for cover in view["covers"]:
-            apart = (node["r"] <= cover["l"] or cover["r"] <= node["l"] or node["b"] <= cover["t"]
-                     or cover["b"] <= node["t"])
-            assert apart, f"{node['name']} lies under {cover['name']!r}, see {shot}"
+            assert _apart(node, cover), f"{node['name']} lies under {cover['name']!r}, see {shot}"
+        for other in view["nodes"][index + 1:]:
+            assert _apart(node, other), f"{node['name']} overlaps {other['name']}, see {shot}"
 
 
 # ------------------------------------------------------------------------------------------------ queueing
@@ -243,6 +286,7 @@ def _history(server) -> dict:
     return comfy_server.api.get_json(server.url, "/history")
 
 
+@pytest.mark.parametrize("frontend", RENDERERS, indirect=True)
 def test_queue_from_the_page_plays_the_mp4_in_savevideo(frontend, server):
     ui = frontend
     _open_template(ui, QUEUED)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import urllib.parse
 from fractions import Fraction
@@ -62,6 +63,56 @@ def test_pack_loads_and_every_node_has_tooltips(server, object_info):
     assert "tiny" in object_info["LoadVExpressModels"]["input"]["required"]["model"][1]["options"]
     # Core nodes keep their ids (ours never shadow them).
     assert object_info["SaveVideo"]["python_module"] == "comfy_extras.nodes_video"
+
+
+ALIASES = ["talking head", "lip sync", "avatar", "portrait animation", "V-Express"]
+ADVANCED = {"VExpressSampler": {"context_frames", "context_overlap", "compat", "reference_attention_weight",
+                                "audio_attention_weight"},
+            "LoadVExpressModels": {"offload"}, "VExpressAudioEmbed": {"compat"}, "VExpressRetargetKps": {"compat"}}
+
+
+def test_search_aliases_and_advanced_inputs_where_this_comfyui_has_them(server, object_info):
+    """Where core nodes carry search aliases (LoadImage) and advanced inputs (SaveAnimatedPNG's compress_level),
+    as in 0.33, ours do too; where they do not (0.3.64), ours carry none either and the pack loads without a
+    warning or error of its own."""
+    has_aliases = "search_aliases" in object_info["LoadImage"]
+    has_advanced = object_info["SaveAnimatedPNG"]["input"]["required"]["compress_level"][1].get("advanced") is True
+    for node_id in PACK_NODES:
+        assert object_info[node_id].get("search_aliases") == (ALIASES if has_aliases else None), node_id
+    for node_id, names in ADVANCED.items():
+        inputs = {**object_info[node_id]["input"]["required"], **object_info[node_id]["input"].get("optional", {})}
+        marked = {name for name, spec in inputs.items() if spec[1].get("advanced")}
+        assert marked == (names if has_advanced else set()), node_id
+    # Start-up (up to "Starting server"): the pack shows up only in the import-time list (no traceback, no
+    # message of ours, no "IMPORT FAILED", no deprecation notice naming it).
+    start_up = server.log_text().split("Starting server")[0]
+    about_us = [line for line in start_up.splitlines()
+                if re.search(r"v-?express|traceback|import failed", line, re.IGNORECASE)]
+    # (0.33 puts a coloured level name before each line)
+    assert [line for line in about_us if not re.search(rf"\s[\d.]+ seconds: \S+/{PACK_FOLDER}$", line)] == []
+    assert len(about_us) == 1, start_up
+
+
+def test_subgraph_blueprint_is_listed_where_comfyui_has_them(server, object_info):
+    """ComfyUI 0.33 lists each pack's subgraphs/*.json in the node library (GET /global_subgraphs); 0.3.64 has no
+    such route. The blueprint (the sixth example's nodes, scripts/make_subgraph_blueprint.py) is served as written,
+its nodes are known and its links join them."""
+    blueprint = REPO / "subgraphs" / "V-Express full frame.json"
+    if not (Path(os.environ["COMFYUI_PATH"]) / "app" / "subgraph_manager.py").is_file():
+        with pytest.raises(api.ComfyError, match="HTTP 404"):
+            api.get_json(server.url, "/global_subgraphs")
+        return
+    listed = api.get_json(server.url, "/global_subgraphs")
+    ours = {key: entry for key, entry in listed.items() if entry["info"]["node_pack"] == f"custom_nodes.{PACK_FOLDER}"}
+    assert [entry["name"] for entry in ours.values()] == [blueprint.stem]
+    served = json.loads(api.get_json(server.url, f"/global_subgraphs/{next(iter(ours))}")["data"])
+    assert served == json.loads(blueprint.read_text())
+    (definition,) = served["definitions"]["subgraphs"]
+    assert [item["type"] for item in definition["inputs"]] == ["IMAGE", "AUDIO"]
+    assert [item["type"] for item in definition["outputs"]] == ["VIDEO"]
+    assert all(node["type"] in object_info for node in definition["nodes"])
+    node_ids = {node["id"] for node in definition["nodes"]} | {-10, -20}
+    assert all(link["origin_id"] in node_ids and link["target_id"] in node_ids for link in definition["links"])
 
 
 def test_templates_docs_and_translations_are_served(server):

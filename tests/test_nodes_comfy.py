@@ -9,6 +9,7 @@ test_nodes_comfy_kps.py; the fixtures both use are in conftest.py.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from fractions import Fraction
 
@@ -156,9 +157,11 @@ def test_saved_video_carries_the_prompt_and_workflow(node, dirs, embeds, generat
 
     prompt = {"3": {"class_type": "VExpressSampler", "inputs": {"seed": 42, "steps": 2}}}
     workflow = {"nodes": [{"id": 3, "type": "VExpressSampler"}], "links": [], "version": 0.4}
-    save = node("video").VExpressSaveVideo.PREPARE_CLASS_CLONE(
-        {io.Hidden.prompt: prompt, io.Hidden.extra_pnginfo: {"workflow": workflow}}
-    )
+    hidden = {io.Hidden.prompt: prompt, io.Hidden.extra_pnginfo: {"workflow": workflow}}
+    # What ComfyUI's executor hands over: the hidden values themselves up to 0.3.x, {"hidden_inputs": ...} (its
+    # V3Data) since the V3 schema gained dynamic inputs (0.33 names the parameter v3_data).
+    takes_v3_data = "v3_data" in inspect.signature(io.ComfyNode.PREPARE_CLASS_CLONE).parameters
+    save = node("video").VExpressSaveVideo.PREPARE_CLASS_CLONE({"hidden_inputs": hidden} if takes_v3_data else hidden)
 
     def saved_tags(prefix: str) -> dict:
         out = save.execute(images=generated["images"][:4], audio=embeds[1], fps=FPS, filename_prefix=prefix, crf=30)

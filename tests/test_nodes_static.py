@@ -47,6 +47,8 @@ def _schema_calls() -> dict[str, dict]:
             entry = {"inputs": [], "outputs": [], "file": path.name}
             for group in ("inputs", "outputs"):
                 for item in lists[group]:
+                    if getattr(item.func, "id", None) == "marked_advanced":  # the input it marks
+                        item = item.args[0]
                     # A shared widget (nodes/_widgets.py) is named after its input unless its id is given.
                     ident = ast.literal_eval(item.args[0]) if item.args else getattr(item.func, "attr", None)
                     entry[group].append(ident)

@@ -3,12 +3,14 @@ weights inside the wheel).
 
 ``backend="auto"`` (default) takes insightface where it can run -- the package imports **and** ``det_10g.onnx``
 is present under the insightface root -- for fidelity with the original; otherwise MediaPipe when it is
-installed; otherwise it reports how to get either. ``"insightface"`` / ``"mediapipe"`` force one. Neither package
+installed; otherwise, with neither package installed, it says in one line how to get either
+(:data:`NO_DETECTOR`). ``"insightface"`` / ``"mediapipe"`` force one. Neither package
 is needed to import the library or to run anything that does not detect faces.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,12 @@ from ..errors import ModelFolderError
 from ..options import FACE_DETECTORS, check_choice
 from .face_detection import FaceDetector, find_detector_model
 from .face_mediapipe import INSTALL_HINT, MediaPipeFaceDetector, mediapipe_available
+
+
+NO_DETECTOR = (
+    f"no face detector is installed: {INSTALL_HINT} (Python 3.10-3.12), or pip install insightface onnxruntime "
+    "(builds with a C++ compiler; its det_10g.onnx model goes into the insightface model folder)"
+)
 
 
 def insightface_ready(root: str | Path | None) -> bool:
@@ -41,6 +49,8 @@ def resolve_backend(backend: str, insightface_root: str | Path | None) -> str:
         return "insightface"
     if mediapipe_available():
         return "mediapipe"
+    if importlib.util.find_spec("insightface") is None:
+        raise VExpressError(NO_DETECTOR)
     return "insightface"  # its error message says where the model goes and how to get it
 
 
