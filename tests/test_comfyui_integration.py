@@ -15,6 +15,7 @@ import re
 import time
 import urllib.parse
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 

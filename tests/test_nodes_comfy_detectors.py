@@ -53,6 +53,6 @@ def test_pack_loads_without_any_face_detector_and_says_what_to_install() -> None
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(found["nodes"]) == 10 and "VExpressFaceCrop" in found["nodes"]
     message = found["message"]
-    assert message.startswith("VExpressError: no face detector is installed") and "\n" not in message, message
+    assert message.startswith("MissingPackageError: no face detector is installed") and "\n" not in message, message
     assert "pip install" in message and "mediapipe" in message and "insightface" in message
     assert "Traceback" not in result.stderr and "V-Express" not in result.stderr, result.stderr[-3000:]

@@ -30,6 +30,11 @@ class ReferenceBankError(VExpressError, ValueError):
     """A reference bank does not fit the denoising UNet (other model size, missing blocks)."""
 
 
+class MissingPackageError(VExpressError):
+    """A Python package a feature needs (a face detector) is not installed, or is a version without what we use;
+    the message says what to pip install."""
+
+
 class ModelFolderError(VExpressError):
     """A model file is missing, unreadable or incomplete."""
 

