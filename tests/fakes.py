@@ -9,7 +9,9 @@ reduce to). ``run_stages`` runs the stages up to the sampled latents on them.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -228,3 +230,15 @@ def fake_features(num_frames: int, audio_in: int = 6, seed: int = 0) -> Any:
 
     generator = torch.Generator().manual_seed(seed)
     return Wav2Vec2Features(torch.randn((2 * num_frames, audio_in), generator=generator).numpy())
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the block with one torch thread (outputs compared bit for bit: reductions differ with the thread count;
+    the default-output fixture was dumped so), then restore the count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -8,13 +8,13 @@ single calls (~1e-5 in a single process too), which is not what these tests are 
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.fakes import one_torch_thread
 from tests.torchrun import torchrun
 from vexpress_model.cli import main
 from vexpress_model.errors import DistributedSetupError
@@ -97,15 +97,6 @@ def _flags(model_dir: Path, media_dir: Path, out: Path, compat: str) -> list[str
             "--output_path", str(out / "video.mp4"), "--dump_dir", str(out / "dump")]
 
 
-@contextlib.contextmanager
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def single_runs(tiny_model_with_detector: Path, media_dir: Path, tmp_path_factory: pytest.TempPathFactory
@@ -113,7 +104,7 @@ def single_runs(tiny_model_with_detector: Path, media_dir: Path, tmp_path_factor
     runs = {}
     for compat in ("fixed", "original"):
         out = tmp_path_factory.mktemp(f"single_{compat}")
-        with _one_thread():
+        with one_torch_thread():
             assert main(_flags(tiny_model_with_detector, media_dir, out, compat)) == 0
         runs[compat] = out
     return runs

@@ -4,14 +4,13 @@ guidance cut-off halving the UNet batch, presets. Front ends, several processes,
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.fakes import make_fake_models, make_inputs
+from tests.fakes import make_fake_models, make_inputs, one_torch_thread
 from vexpress_model.errors import InputError
 from vexpress_model.models.deep_cache import CacheStep, FeatureCache
 from vexpress_model.options import SCHEDULERS
@@ -25,16 +24,6 @@ from vexpress_model.testing.short_clip import load_tiny_models, run_short_clip
 FIXTURE = Path(__file__).parent / "fixtures" / "default_output.npz"
 
 
-@contextlib.contextmanager
-def one_thread():
-    """The fixture was dumped with one torch thread (scripts/make_default_output_fixture.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def tiny_models(tiny_model_dir: Path):
@@ -46,7 +35,7 @@ def tiny_models(tiny_model_dir: Path):
 
 def test_default_output_equals_the_dump_made_before_the_fast_modes(tiny_models):
     expected = np.load(FIXTURE)
-    with one_thread():
+    with one_torch_thread():
         default = run_short_clip(tiny_models)
         explicit = run_short_clip(tiny_models, SamplingSettings(num_inference_steps=6, seed=7, scheduler="ddim",
                                                                 cache_interval=1, cfg_end=1.0))

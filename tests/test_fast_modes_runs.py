@@ -4,7 +4,6 @@ the DeepCache features counted in the memory budget."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 from tests.cli_checks import run_bad
+from tests.fakes import one_torch_thread
 from tests.torchrun import torchrun
 from vexpress_model.cli import build_parser, main
 from vexpress_model.errors import InputError
@@ -114,21 +114,12 @@ def _flags(model_dir: Path, media_dir: Path, out: Path) -> list[str]:
             "--no_download", "--quiet", "--output_path", str(out / "video.mp4"), "--dump_dir", str(out / "dump")]
 
 
-@contextlib.contextmanager
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
 
 def test_cache_and_cut_off_over_two_processes_give_the_single_process_output(
     tiny_model_with_detector: Path, media_dir: Path, tmp_path: Path
 ) -> None:
     single = tmp_path / "single"
-    with _one_thread():
+    with one_torch_thread():
         assert main(_flags(tiny_model_with_detector, media_dir, single)) == 0
     several = tmp_path / "several"
     several.mkdir()

@@ -14,7 +14,7 @@ import argparse
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 from .conditioning.face_crop import DEFAULT_CROP_SCALE
@@ -71,24 +71,24 @@ def _max_side(text: str) -> int:
     return side
 
 
-def _positive_seconds(text: str) -> float:
+def _float_within(text: str, accept: Callable[[float], bool], requirement: str) -> float:
+    """An argparse type: the float ``text`` if ``accept`` holds (NaN never does), else "must be <requirement>"."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
+    if not accept(value):
+        raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    return _float_within(text, lambda value: 0 < value < float("inf"), "a number of seconds above 0")
 
 
 def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-    if not 0.0 < value <= 1.0:  # also refuses NaN
-        raise argparse.ArgumentTypeError(f"must be greater than 0 and at most 1 (a fraction of the steps), got {text}")
-    return value
+    return _float_within(text, lambda value: 0.0 < value <= 1.0,
+                         "greater than 0 and at most 1 (a fraction of the steps)")
 
 
 def add_speed_flags(group: Any) -> None:

@@ -45,14 +45,14 @@ class GenerationRequest:
     seed: int = 42
     num_inference_steps: int | None = None  # None: the speed preset's (25 for exact)
     guidance_scale: float = 3.5
+    context_frames: int = 24
+    context_overlap: int = 4
     # Fast modes (docs/speed.md): a preset, and explicit values overriding it (None: the preset's).
     speed: str = "exact"
     scheduler: str | None = None
     cache_interval: int | None = None
     cache_branch: int | None = None
     cfg_end: float | None = None
-    context_frames: int = 24
-    context_overlap: int = 4
     reference_attention_weight: float = 1.0
     audio_attention_weight: float = 1.0
     num_pad_audio_frames: int = 2
