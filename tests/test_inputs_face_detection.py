@@ -16,8 +16,8 @@ from vexpress_model.inputs.face_detection import (
     extract_kps_track,
     fill_missing,
     find_detector_model,
-    probe_video,
 )
+from vexpress_model.inputs.video import probe_video
 from vexpress_model.outputs.video import write_video
 
 

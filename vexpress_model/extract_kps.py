@@ -93,8 +93,9 @@ def run(args: argparse.Namespace) -> None:
     from .conditioning.kps_resample import DEFAULT_TRACK_FPS
     from .inputs.audio import decode_audio
     from .inputs.face_backends import create_face_detector
-    from .inputs.face_detection import extract_kps_track, probe_video
+    from .inputs.face_detection import extract_kps_track
     from .inputs.kps import save_kps, save_kps_original
+    from .inputs.video import probe_video
     from .outputs.audio import check_audio_path, write_audio_file
 
     if not args.video_path:

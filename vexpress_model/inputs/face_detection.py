@@ -30,7 +30,7 @@ detector input is the image's own size rounded up to a multiple of 32 (SCRFD's l
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,8 @@ import numpy as np
 
 from ..errors import FaceNotFoundError, InputError, ModelFolderError, VExpressError
 from ..options import FACE_SELECTIONS, FaceSelection, check_choice
-from ..validation import require_file
 from .kps import KpsTrack
+from .video import iter_video_frames, probe_video
 
 logger = logging.getLogger("vexpress.inputs")
 
@@ -256,59 +256,6 @@ def detect_reference_kps(
     if kps is None:
         raise FaceNotFoundError(f"no face was found in the {name}; {hint}")
     return kps
-
-
-# ------------------------------------------------------------------------------------------------ video
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    fps: float | None
-    width: int
-    height: int
-    num_frames: int | None
-    has_audio: bool = False
-
-
-def probe_video(path: str | Path) -> VideoInfo:
-    """Frame rate, frame size and (when the container says) frame count of a video file's first video track."""
-    import av
-
-    path = require_file(path, "video file", "check --video_path")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise InputError(f"{path} has no video track")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            return VideoInfo(
-                fps=float(rate) if rate else None,
-                width=int(stream.codec_context.width),
-                height=int(stream.codec_context.height),
-                num_frames=int(stream.frames) or None,
-                has_audio=bool(container.streams.audio),
-            )
-    except InputError:
-        raise
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise InputError(f"video file {path} cannot be read ({reason}); it is damaged or not a video") from None
-
-
-def iter_video_frames(path: str | Path) -> Iterator[np.ndarray]:
-    """Decode a video file's first video track to RGB uint8 frames [H, W, 3], one at a time."""
-    import av
-
-    path = Path(path)
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise InputError(f"video file {path} cannot be decoded ({reason}); it is damaged or not a video") from None
 
 
 def fill_missing(points: list[np.ndarray | None]) -> tuple[np.ndarray, int]:
